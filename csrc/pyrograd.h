@@ -1,0 +1,121 @@
+/*
+ * pyrograd.h -- the C core of pyrograd: a tape of scalar operations with
+ * forward evaluation, reverse-mode backprop and forward-mode derivatives.
+ *
+ * The shape follows SQLite's C interface: one opaque handle (pg_tape *) passed
+ * first, functions that return a status code, and the message of the last
+ * failure kept on the handle (pg_errmsg).  There is no global mutable state,
+ * so separate tapes may be used from separate threads at the same time.
+ *
+ * Nodes are appended in topological order: a node's operands always have
+ * smaller indices.  Every sweep is therefore a plain loop over the tape.
+ *
+ * Functions that build a node return its index (>= 0), or a negated status
+ * code on failure.  Functions that return a double return NaN on failure and
+ * leave the status in pg_errcode(); a NaN with pg_errcode() == PG_OK is a
+ * genuine NaN result.
+ *
+ * The declarations between the "cdef" markers are read by cffi as they are
+ * (build_ffi.py), so they stay free of macros and includes.
+ */
+#ifndef PYROGRAD_H
+#define PYROGRAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- cdef begin --- */
+
+typedef struct pg_tape pg_tape;
+
+/* Status codes. */
+enum {
+    PG_OK = 0,
+    PG_ENOMEM = 1,      /* an allocation failed; the tape is as it was */
+    PG_EINVAL = 2,      /* a bad argument: unknown node, op or function */
+    PG_ENOTLEAF = 3,    /* set() on a node that is not a leaf */
+    PG_EBUSY = 4,       /* the tape was changed from inside one of its own sweeps */
+    PG_ECALLBACK = 5,   /* a user function reported failure; the sweep stopped */
+    PG_ENODERIV = 6     /* a user function has no derivative of the needed order */
+};
+
+/* How many derivative orders a user function can carry: f, df, d2f. */
+enum { PG_FN_ORDERS = 3 };
+
+/* The allocator: like realloc(ptr, size), and free(ptr) when size is 0.
+   ud is the pointer given to pg_tape_new_with_alloc. */
+typedef void *(*pg_alloc_fn)(void *ud, void *ptr, size_t size);
+
+/* A native unary function, evaluated without leaving C. */
+typedef double (*pg_native_fn)(double x);
+
+/* A unary function with context (a Python callable behind cffi): writes
+   f(x) to *out and returns 0, or returns non-zero to stop the sweep. */
+typedef int (*pg_callback_fn)(void *ud, double x, double *out);
+
+pg_tape *pg_tape_new(void);
+pg_tape *pg_tape_new_with_alloc(pg_alloc_fn alloc, void *ud);
+void pg_tape_free(pg_tape *t);
+
+int pg_errcode(const pg_tape *t);
+const char *pg_errmsg(const pg_tape *t);
+
+uint32_t pg_size(const pg_tape *t);         /* number of nodes */
+int pg_reserve(pg_tape *t, uint64_t nodes); /* room for this many nodes in all */
+size_t pg_memory(const pg_tape *t);         /* bytes held by the tape */
+
+/* The op table, for bindings and graph export. */
+int pg_op_count(void);
+const char *pg_op_name(int op);  /* a stable identifier, e.g. "ADD" */
+const char *pg_op_label(int op); /* how it is drawn, e.g. "+" */
+int pg_op_arity(int op);         /* operand nodes: 0, 1 or 2 */
+int pg_op_code(const char *name);/* the op named so, or -1 */
+
+/* Building.  Each returns the new node's index or a negated status. */
+int64_t pg_leaf(pg_tape *t, double value, const char *name);
+int64_t pg_const(pg_tape *t, double value, const char *name);
+int64_t pg_unary(pg_tape *t, int op, uint32_t a);
+int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b);
+/* a op k (or k op a when k_first), appending the constant k too. */
+int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first);
+int64_t pg_call(pg_tape *t, int fn, uint32_t a);
+
+/* User unary functions: pg_fn_new returns an id (>= 0) or a negated status.
+   Order 0 is f, 1 is df, 2 is d2f; give either a native pointer or a callback. */
+int pg_fn_new(pg_tape *t, const char *name);
+int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native,
+              pg_callback_fn callback, void *ud);
+int pg_fn_count(const pg_tape *t);
+const char *pg_fn_name(pg_tape *t, int fn);
+
+/* Reading the structure. */
+int pg_op(pg_tape *t, uint32_t i);    /* -PG_EINVAL for a bad index */
+const char *pg_name(pg_tape *t, uint32_t i); /* NULL when unnamed */
+/* Copies nodes [from, from + n) into the given arrays (any may be NULL). */
+int pg_export(pg_tape *t, uint32_t from, uint32_t n,
+              uint8_t *op, uint32_t *a, uint32_t *b);
+
+/* Values and sweeps.  Values are never stale: reading one evaluates what a
+   set() made stale first. */
+int pg_set(pg_tape *t, uint32_t leaf, double value);
+double pg_value(pg_tape *t, uint32_t i);
+double pg_derive(pg_tape *t, uint32_t y, uint32_t x); /* forward mode dy/dx */
+int pg_backprop(pg_tape *t, uint32_t y);  /* every grad becomes dy/dnode */
+double pg_grad(pg_tape *t, uint32_t i);
+
+/* Many nodes in one call; idx holds n node indices. */
+int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out);
+int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out);
+int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in);
+
+/* --- cdef end --- */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYROGRAD_H */

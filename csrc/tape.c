@@ -1,0 +1,331 @@
+/*
+ * tape.c -- the node arena: creating and freeing tapes, appending nodes,
+ * names, user functions and errors.  Evaluation lives in sweep.c.
+ */
+#include "tape.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The most nodes a tape holds: indices are uint32 and n must fit too. */
+#define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
+
+/* ---- errors and memory -------------------------------------------------- */
+
+int pg__fail(pg_tape *t, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+    va_end(ap);
+    t->errcode = code;
+    return code;
+}
+
+int pg_errcode(const pg_tape *t) { return t->errcode; }
+const char *pg_errmsg(const pg_tape *t) { return t->errcode ? t->errmsg : "not an error"; }
+
+static void *default_alloc(void *ud, void *ptr, size_t size)
+{
+    (void)ud;
+    if (size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    return realloc(ptr, size);
+}
+
+void *pg__alloc(pg_tape *t, void *ptr, size_t size) { return t->alloc(t->alloc_ud, ptr, size); }
+
+static char *copy_string(pg_tape *t, const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *copy = pg__alloc(t, NULL, len);
+    if (copy) memcpy(copy, s, len);
+    return copy;
+}
+
+/* Grows *array (of cap elements of size elem) to new_cap elements.  On
+   failure the array is untouched, so the caller can stop halfway through a
+   struct of arrays and still leave a consistent tape. */
+static int grow_array(pg_tape *t, void **array, size_t elem, uint64_t new_cap)
+{
+    if (new_cap > SIZE_MAX / elem) return PG_ENOMEM;
+    void *p = pg__alloc(t, *array, (size_t)new_cap * elem);
+    if (!p) return PG_ENOMEM;
+    *array = p;
+    return PG_OK;
+}
+
+/* ---- the tape ------------------------------------------------------------- */
+
+pg_tape *pg_tape_new_with_alloc(pg_alloc_fn alloc, void *ud)
+{
+    if (!alloc) alloc = default_alloc;
+    pg_tape *t = alloc(ud, NULL, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    t->alloc = alloc;
+    t->alloc_ud = ud;
+    return t;
+}
+
+pg_tape *pg_tape_new(void) { return pg_tape_new_with_alloc(NULL, NULL); }
+
+void pg_tape_free(pg_tape *t)
+{
+    if (!t) return;
+    for (uint32_t i = 0; i < t->n_names; i++) pg__alloc(t, t->names[i].name, 0);
+    for (uint32_t i = 0; i < t->n_fns; i++) pg__alloc(t, t->fns[i].name, 0);
+    pg__alloc(t, t->names, 0);
+    pg__alloc(t, t->fns, 0);
+    pg__alloc(t, t->op, 0);
+    pg__alloc(t, t->a, 0);
+    pg__alloc(t, t->b, 0);
+    pg__alloc(t, t->value, 0);
+    pg__alloc(t, t->grad, 0);
+    t->alloc(t->alloc_ud, t, 0);
+}
+
+uint32_t pg_size(const pg_tape *t) { return t->n; }
+
+size_t pg_memory(const pg_tape *t)
+{
+    size_t bytes = sizeof *t + (size_t)t->cap * (1 + 4 + 4 + 8 + 8);
+    bytes += (size_t)t->cap_names * sizeof *t->names + (size_t)t->cap_fns * sizeof *t->fns;
+    for (uint32_t i = 0; i < t->n_names; i++) bytes += strlen(t->names[i].name) + 1;
+    return bytes;
+}
+
+int pg_reserve(pg_tape *t, uint64_t nodes)
+{
+    if (nodes <= t->cap) return PG_OK;
+    if (t->busy) return pg__fail(t, PG_EBUSY, "the tape cannot grow while it is being evaluated");
+    if (nodes > PG_MAX_NODES)
+        return pg__fail(t, PG_ENOMEM, "a tape holds at most %llu nodes, %llu were asked for",
+                        (unsigned long long)PG_MAX_NODES, (unsigned long long)nodes);
+    if (grow_array(t, (void **)&t->op, sizeof *t->op, nodes) ||
+        grow_array(t, (void **)&t->a, sizeof *t->a, nodes) ||
+        grow_array(t, (void **)&t->b, sizeof *t->b, nodes) ||
+        grow_array(t, (void **)&t->value, sizeof *t->value, nodes) ||
+        grow_array(t, (void **)&t->grad, sizeof *t->grad, nodes))
+        return pg__fail(t, PG_ENOMEM, "out of memory growing the tape to %llu nodes",
+                        (unsigned long long)nodes);
+    t->cap = (uint32_t)nodes;
+    return PG_OK;
+}
+
+/* Appends one node and returns its index, or a negated status. */
+static int64_t append(pg_tape *t, int op, uint32_t a, uint32_t b, double value)
+{
+    if (t->busy) return -pg__fail(t, PG_EBUSY, "the tape cannot grow while it is being evaluated");
+    if (t->n == t->cap) {
+        uint64_t want = t->cap ? (uint64_t)t->cap * 2 : 64;
+        if (want > PG_MAX_NODES) want = PG_MAX_NODES;
+        if (t->n == want) return -pg__fail(t, PG_ENOMEM, "the tape is full (%u nodes)", (unsigned)t->n);
+        int rc = pg_reserve(t, want);
+        if (rc) return -rc;
+    }
+    uint32_t i = t->n++;
+    t->op[i] = (uint8_t)op;
+    t->a[i] = a;
+    t->b[i] = b;
+    t->value[i] = value;
+    t->grad[i] = 0.0;
+    /* An appended op node has no value yet. */
+    if (op != PG_OP_LEAF && op != PG_OP_CONST && t->stale > i) t->stale = i;
+    return i;
+}
+
+/* Names are appended in node order, so the array stays sorted. */
+static int add_name(pg_tape *t, uint32_t node, const char *name)
+{
+    if (t->n_names == t->cap_names) {
+        uint64_t want = t->cap_names ? (uint64_t)t->cap_names * 2 : 16;
+        if (grow_array(t, (void **)&t->names, sizeof *t->names, want)) return PG_ENOMEM;
+        t->cap_names = (uint32_t)want;
+    }
+    char *copy = copy_string(t, name);
+    if (!copy) return PG_ENOMEM;
+    t->names[t->n_names].node = node;
+    t->names[t->n_names].name = copy;
+    t->n_names++;
+    return PG_OK;
+}
+
+/* A leaf or constant, named or not. */
+static int64_t append_value(pg_tape *t, int op, double value, const char *name)
+{
+    int64_t i = append(t, op, 0, 0, value);
+    if (i < 0 || !name) return i;
+    if (add_name(t, (uint32_t)i, name)) {
+        t->n--; /* take the node back: the tape is as it was */
+        return -pg__fail(t, PG_ENOMEM, "out of memory storing a name");
+    }
+    return i;
+}
+
+int64_t pg_leaf(pg_tape *t, double value, const char *name)
+{
+    return append_value(t, PG_OP_LEAF, value, name);
+}
+
+int64_t pg_const(pg_tape *t, double value, const char *name)
+{
+    return append_value(t, PG_OP_CONST, value, name);
+}
+
+static int op_has_kind(int op, int operands)
+{
+    return op >= 0 && op < PG_OP_COUNT && op != PG_OP_CALL && pg_op_arity(op) == operands;
+}
+
+int64_t pg_unary(pg_tape *t, int op, uint32_t a)
+{
+    if (!op_has_kind(op, 1)) return -pg__fail(t, PG_EINVAL, "op %d is not a unary op", op);
+    if (a >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)a);
+    return append(t, op, a, 0, 0.0);
+}
+
+int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b)
+{
+    if (!op_has_kind(op, 2)) return -pg__fail(t, PG_EINVAL, "op %d is not a binary op", op);
+    if (a >= t->n || b >= t->n)
+        return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)(a >= t->n ? a : b));
+    if (op == PG_OP_POWC && t->op[b] != PG_OP_CONST)
+        return -pg__fail(t, PG_EINVAL, "the exponent of POWC must be a constant node");
+    return append(t, op, a, b, 0.0);
+}
+
+int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
+{
+    if (!op_has_kind(op, 2)) return -pg__fail(t, PG_EINVAL, "op %d is not a binary op", op);
+    if (a >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)a);
+    if (op == PG_OP_POWC && k_first)
+        return -pg__fail(t, PG_EINVAL, "the exponent of POWC must be the constant");
+    /* Make room for both nodes first, so that we never leave half a result. */
+    if (t->n + 2ull > t->cap) {
+        int rc = pg_reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64);
+        if (rc) return -rc;
+    }
+    int64_t c = append(t, PG_OP_CONST, 0, 0, k);
+    if (c < 0) return c;
+    return k_first ? append(t, op, (uint32_t)c, a, 0.0) : append(t, op, a, (uint32_t)c, 0.0);
+}
+
+int64_t pg_call(pg_tape *t, int fn, uint32_t a)
+{
+    if (fn < 0 || (uint32_t)fn >= t->n_fns)
+        return -pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
+    if (a >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)a);
+    return append(t, PG_OP_CALL, a, (uint32_t)fn, 0.0);
+}
+
+/* ---- user functions --------------------------------------------------------- */
+
+int pg_fn_new(pg_tape *t, const char *name)
+{
+    if (t->busy) return -pg__fail(t, PG_EBUSY, "the tape cannot change while it is being evaluated");
+    if (!name) return -pg__fail(t, PG_EINVAL, "a function needs a name");
+    if (t->n_fns >= (uint32_t)INT32_MAX) return -pg__fail(t, PG_ENOMEM, "too many functions");
+    if (t->n_fns == t->cap_fns) {
+        uint64_t want = t->cap_fns ? (uint64_t)t->cap_fns * 2 : 8;
+        if (grow_array(t, (void **)&t->fns, sizeof *t->fns, want))
+            return -pg__fail(t, PG_ENOMEM, "out of memory adding a function");
+        t->cap_fns = (uint32_t)want;
+    }
+    char *copy = copy_string(t, name);
+    if (!copy) return -pg__fail(t, PG_ENOMEM, "out of memory adding a function");
+    pg_userfn *f = &t->fns[t->n_fns];
+    memset(f, 0, sizeof *f);
+    f->name = copy;
+    return (int)t->n_fns++;
+}
+
+int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
+{
+    if (t->busy) return pg__fail(t, PG_EBUSY, "the tape cannot change while it is being evaluated");
+    if (fn < 0 || (uint32_t)fn >= t->n_fns) return pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
+    if (order < 0 || order >= PG_FN_ORDERS)
+        return pg__fail(t, PG_EINVAL, "order %d is not between 0 and %d", order, PG_FN_ORDERS - 1);
+    if (native && callback) return pg__fail(t, PG_EINVAL, "give a native function or a callback, not both");
+    pg_fnslot *slot = &t->fns[fn].order[order];
+    slot->native = native;
+    slot->callback = callback;
+    slot->ud = ud;
+    /* A new f changes values computed with the old one. */
+    t->stale = 0;
+    return PG_OK;
+}
+
+int pg_fn_count(const pg_tape *t) { return (int)t->n_fns; }
+
+const char *pg_fn_name(pg_tape *t, int fn)
+{
+    if (fn < 0 || (uint32_t)fn >= t->n_fns) {
+        pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
+        return NULL;
+    }
+    return t->fns[fn].name;
+}
+
+/* ---- reading the structure ---------------------------------------------------- */
+
+int pg_op(pg_tape *t, uint32_t i)
+{
+    if (i >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)i);
+    return t->op[i];
+}
+
+const char *pg_name(pg_tape *t, uint32_t i)
+{
+    /* Binary search: names are sorted by node. */
+    uint32_t lo = 0, hi = t->n_names;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->names[mid].node < i) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < t->n_names && t->names[lo].node == i ? t->names[lo].name : NULL;
+}
+
+int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, uint32_t *b)
+{
+    if (from > t->n || n > t->n - from)
+        return pg__fail(t, PG_EINVAL, "nodes %u to %llu do not exist (the tape has %u nodes)",
+                        (unsigned)from, (unsigned long long)from + n, (unsigned)t->n);
+    if (op) memcpy(op, t->op + from, n * sizeof *op);
+    if (a) memcpy(a, t->a + from, n * sizeof *a);
+    if (b) memcpy(b, t->b + from, n * sizeof *b);
+    return PG_OK;
+}
+
+/* ---- the op table, as data ------------------------------------------------------ */
+
+#define K0 0
+#define K1 1
+#define K2 2
+#define KC 2
+
+static const struct {
+    const char *name, *label;
+    int arity;
+} op_info[PG_OP_COUNT] = {
+#define PG_OP_INFO(NAME, label, kind, value, d_dx, d_dy) {#NAME, label, kind},
+    PG_OPS(PG_OP_INFO)
+#undef PG_OP_INFO
+};
+
+int pg_op_count(void) { return PG_OP_COUNT; }
+const char *pg_op_name(int op) { return op >= 0 && op < PG_OP_COUNT ? op_info[op].name : NULL; }
+const char *pg_op_label(int op) { return op >= 0 && op < PG_OP_COUNT ? op_info[op].label : NULL; }
+int pg_op_arity(int op) { return op >= 0 && op < PG_OP_COUNT ? op_info[op].arity : -1; }
+
+int pg_op_code(const char *name)
+{
+    for (int op = 0; op < PG_OP_COUNT; op++)
+        if (strcmp(op_info[op].name, name) == 0) return op;
+    return -1;
+}

@@ -1,0 +1,317 @@
+"""The tape and its terms.
+
+A Tape owns a C node arena; a Term is a cheap handle (tape, index) to one
+node.  Every operator on Terms appends one node with a single C call, and
+reading `.value`, `derive` or `backprop` first re-evaluates whatever a `set`
+made stale, so a value read is never out of date.
+"""
+import numbers
+
+from ._binding import OPS, PythonFunction, ffi, lib, raise_status
+from .errors import TapeMismatchError
+
+_NUMBER_TYPES = (float, int)
+
+# Hot-path names, looked up once.
+_pg_binary = lib.pg_binary
+_pg_binary_const = lib.pg_binary_const
+_pg_unary = lib.pg_unary
+_pg_value = lib.pg_value
+_pg_grad = lib.pg_grad
+
+_ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
+_POW, _POWC, _MAX, _MIN = OPS["pow"], OPS["powc"], OPS["max"], OPS["min"]
+_NEG, _ABS, _EXP, _LOG, _SQRT = OPS["neg"], OPS["abs"], OPS["exp"], OPS["log"], OPS["sqrt"]
+_SIN, _COS, _TAN, _TANH = OPS["sin"], OPS["cos"], OPS["tan"], OPS["tanh"]
+_SIGMOID, _RELU, _SOFTPLUS = OPS["sigmoid"], OPS["relu"], OPS["softplus"]
+_LEAF = OPS["leaf"]
+
+
+def _is_number(x):
+    return isinstance(x, _NUMBER_TYPES) or (
+        isinstance(x, numbers.Real) and not isinstance(x, Term)
+    )
+
+
+class Tape:
+    """An arena of scalar nodes in the order they were built.
+
+    >>> tape = Tape()
+    >>> a = tape.term("a", 2.0)
+    >>> y = a * a + 1
+    >>> y.value, y.derive(a)
+    (5.0, 4.0)
+    """
+
+    __slots__ = ("_ptr", "_pending", "_functions", "__weakref__")
+
+    def __init__(self):
+        ptr = lib.pg_tape_new()
+        if ptr == ffi.NULL:
+            raise MemoryError("out of memory creating a tape")
+        self._ptr = ffi.gc(ptr, lib.pg_tape_free)
+        self._pending = []  # exceptions raised by user functions mid-sweep
+        self._functions = {}  # (name, f, df) -> (function id, what C points into)
+
+    def term(self, name=None, value=0.0):
+        """A new leaf: a variable that `set` can change. `name` may be None."""
+        return self._new_value(lib.pg_leaf, name, value)
+
+    def const(self, value, name=None):
+        """A new constant node."""
+        return self._new_value(lib.pg_const, name, value)
+
+    def _new_value(self, make, name, value):
+        if not _is_number(value):
+            raise TypeError(f"a value must be a real number, not {type(value).__name__}")
+        if name is None:
+            index = make(self._ptr, float(value), ffi.NULL)
+        elif isinstance(name, str):
+            index = make(self._ptr, float(value), name.encode())
+        else:
+            raise TypeError(f"a name must be a str or None, not {type(name).__name__}")
+        return self._term(index)
+
+    def _term(self, index):
+        """Wraps a node index returned by C (negative: a status)."""
+        if index < 0:
+            raise_status(self, -index)
+        term = _new_term(Term)
+        term.tape = self
+        term.index = index
+        return term
+
+    def _check(self, code):
+        if code:
+            raise_status(self, code)
+
+    def __len__(self):
+        return lib.pg_size(self._ptr)
+
+    @property
+    def memory(self):
+        """Bytes held by the C arena (nodes, names, function table)."""
+        return lib.pg_memory(self._ptr)
+
+    def dot(self, **options):
+        """Graphviz DOT text of the whole tape; see pyrograd.dot.to_dot."""
+        from .dot import to_dot
+
+        return to_dot(self, None, **options)
+
+    def __repr__(self):
+        return f"<pyrograd.Tape of {len(self)} nodes>"
+
+
+_new_term = object.__new__
+
+
+def _binary(left, right, op):
+    """left op right, where at least one side is a Term."""
+    if type(left) is Term:
+        tape = left.tape
+        if type(right) is Term:
+            if right.tape is not tape:
+                raise TapeMismatchError(
+                    "these terms belong to different tapes; build each expression on one tape"
+                )
+            index = _pg_binary(tape._ptr, op, left.index, right.index)
+        elif _is_number(right):
+            index = _pg_binary_const(tape._ptr, op, left.index, right, 0)
+        else:
+            return NotImplemented
+    elif _is_number(left):
+        tape = right.tape
+        index = _pg_binary_const(tape._ptr, op, right.index, left, 1)
+    else:
+        return NotImplemented
+    if index < 0:
+        raise_status(tape, -index)
+    term = _new_term(Term)
+    term.tape = tape
+    term.index = index
+    return term
+
+
+class Term:
+    """A handle to one node of a tape. Build expressions with operators and
+    the functions in pyrograd (exp, log, tanh, ...); read `.value` and
+    `.grad`; differentiate with `derive` and `backprop`."""
+
+    __slots__ = ("tape", "index")
+
+    # numpy scalars on the left defer to our reflected operators instead of
+    # making object arrays.
+    __array_ufunc__ = None
+
+    # ---- arithmetic: each appends one node (and a constant for a number)
+    def __add__(self, other):
+        return _binary(self, other, _ADD)
+
+    def __radd__(self, other):
+        return _binary(other, self, _ADD)
+
+    def __sub__(self, other):
+        return _binary(self, other, _SUB)
+
+    def __rsub__(self, other):
+        return _binary(other, self, _SUB)
+
+    def __mul__(self, other):
+        return _binary(self, other, _MUL)
+
+    def __rmul__(self, other):
+        return _binary(other, self, _MUL)
+
+    def __truediv__(self, other):
+        return _binary(self, other, _DIV)
+
+    def __rtruediv__(self, other):
+        return _binary(other, self, _DIV)
+
+    def __pow__(self, other, modulo=None):
+        if modulo is not None:
+            return NotImplemented
+        # A number exponent is a constant: no gradient flows to it.
+        return _binary(self, other, _POWC if _is_number(other) else _POW)
+
+    def __rpow__(self, other):
+        return _binary(other, self, _POW)
+
+    def __neg__(self):
+        return self._unary(_NEG)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self._unary(_ABS)
+
+    def _unary(self, op):
+        tape = self.tape
+        index = _pg_unary(tape._ptr, op, self.index)
+        if index < 0:
+            raise_status(tape, -index)
+        term = _new_term(Term)
+        term.tape = tape
+        term.index = index
+        return term
+
+    # ---- math functions as methods (pyrograd.exp(x) is the same as x.exp())
+    def exp(self):
+        return self._unary(_EXP)
+
+    def log(self):
+        return self._unary(_LOG)
+
+    def sqrt(self):
+        return self._unary(_SQRT)
+
+    def sin(self):
+        return self._unary(_SIN)
+
+    def cos(self):
+        return self._unary(_COS)
+
+    def tan(self):
+        return self._unary(_TAN)
+
+    def tanh(self):
+        return self._unary(_TANH)
+
+    def sigmoid(self):
+        return self._unary(_SIGMOID)
+
+    def relu(self):
+        return self._unary(_RELU)
+
+    def softplus(self):
+        return self._unary(_SOFTPLUS)
+
+    def abs(self):
+        return self._unary(_ABS)
+
+    def maximum(self, other):
+        return _binary(self, other, _MAX)
+
+    def minimum(self, other):
+        return _binary(self, other, _MIN)
+
+    def apply(self, name, f, df):
+        """A custom unary op: f(x) with derivative df(x); see pyrograd.apply."""
+        from .functions import apply
+
+        return apply(self, name, f, df)
+
+    # ---- values and derivatives
+    @property
+    def value(self):
+        """The node's value, re-evaluated first if a `set` made it stale."""
+        value = _pg_value(self.tape._ptr, self.index)
+        if value != value:  # NaN: a real result, or a failure to report
+            self.tape._check(lib.pg_errcode(self.tape._ptr))
+        return value
+
+    def eval(self):
+        """Returns the current value (the same as `.value`)."""
+        return self.value
+
+    def __float__(self):
+        return self.value
+
+    def set(self, value):
+        """Gives a leaf a new value; whatever depends on it will be re-evaluated."""
+        if not _is_number(value):
+            raise TypeError(f"a value must be a real number, not {type(value).__name__}")
+        self.tape._check(lib.pg_set(self.tape._ptr, self.index, value))
+
+    @property
+    def grad(self):
+        """d(output)/d(this node) from the last `backprop` on this tape (0.0 before any)."""
+        return _pg_grad(self.tape._ptr, self.index)
+
+    def derive(self, wrt):
+        """Forward-mode derivative d self / d wrt at the current values."""
+        if type(wrt) is not Term:
+            raise TypeError(f"derive takes a Term, not {type(wrt).__name__}")
+        if wrt.tape is not self.tape:
+            raise TapeMismatchError("derive: the two terms belong to different tapes")
+        result = lib.pg_derive(self.tape._ptr, self.index, wrt.index)
+        if result != result:
+            self.tape._check(lib.pg_errcode(self.tape._ptr))
+        return result
+
+    def backprop(self):
+        """Reverse sweep from this term: afterwards every term's `.grad` is
+        d self / d term (0.0 for terms this one does not depend on)."""
+        self.tape._check(lib.pg_backprop(self.tape._ptr, self.index))
+
+    # ---- identity and display
+    @property
+    def name(self):
+        """The name given to a leaf or constant, or None."""
+        name = lib.pg_name(self.tape._ptr, self.index)
+        return None if name == ffi.NULL else ffi.string(name).decode()
+
+    @property
+    def is_leaf(self):
+        return lib.pg_op(self.tape._ptr, self.index) == _LEAF
+
+    def dot(self, **options):
+        """Graphviz DOT text of what this term depends on; see pyrograd.dot.to_dot."""
+        from .dot import to_dot
+
+        return to_dot(self.tape, self, **options)
+
+    def __eq__(self, other):
+        return type(other) is Term and other.tape is self.tape and other.index == self.index
+
+    def __hash__(self):
+        return hash((id(self.tape), self.index))
+
+    def __repr__(self):
+        label = self.name or f"#{self.index}"
+        try:
+            return f"<Term {label} = {self.value!r}>"
+        except Exception as error:  # a user function failing must not break repr
+            return f"<Term {label} (no value: {type(error).__name__})>"
