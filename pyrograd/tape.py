@@ -43,13 +43,14 @@ class Tape:
     (5.0, 4.0)
     """
 
-    __slots__ = ("_ptr", "_pending", "_functions", "__weakref__")
+    __slots__ = ("_ptr", "_owner", "_pending", "_functions", "__weakref__")
 
     def __init__(self):
         ptr = lib.pg_tape_new()
         if ptr == ffi.NULL:
             raise MemoryError("out of memory creating a tape")
-        self._ptr = ffi.gc(ptr, lib.pg_tape_free)
+        self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
+        self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = []  # exceptions raised by user functions mid-sweep
         self._functions = {}  # (name, f, df) -> (function id, what C points into)
 
@@ -133,6 +134,49 @@ def _binary(left, right, op):
     return term
 
 
+def _operator(op, number_op=None):
+    """self op other.  Terms and Python floats and ints are inlined: they are
+    the hot path.  number_op replaces op when other is a number."""
+    number_op = op if number_op is None else number_op
+
+    def method(self, other):
+        tape = self.tape
+        kind = type(other)
+        if kind is Term and other.tape is tape:
+            index = _pg_binary(tape._ptr, op, self.index, other.index)
+        elif kind is float or kind is int:
+            index = _pg_binary_const(tape._ptr, number_op, self.index, other, 0)
+        else:
+            return _binary(self, other, number_op if _is_number(other) else op)
+        if index < 0:
+            raise_status(tape, -index)
+        term = _new_term(Term)
+        term.tape = tape
+        term.index = index
+        return term
+
+    return method
+
+
+def _reflected(op):
+    """other op self, for a number on the left."""
+
+    def method(self, other):
+        kind = type(other)
+        if kind is float or kind is int:
+            tape = self.tape
+            index = _pg_binary_const(tape._ptr, op, self.index, other, 1)
+            if index < 0:
+                raise_status(tape, -index)
+            term = _new_term(Term)
+            term.tape = tape
+            term.index = index
+            return term
+        return _binary(other, self, op)
+
+    return method
+
+
 class Term:
     """A handle to one node of a tape. Build expressions with operators and
     the functions in pyrograd (exp, log, tanh, ...); read `.value` and
@@ -145,38 +189,13 @@ class Term:
     __array_ufunc__ = None
 
     # ---- arithmetic: each appends one node (and a constant for a number)
-    def __add__(self, other):
-        return _binary(self, other, _ADD)
-
-    def __radd__(self, other):
-        return _binary(other, self, _ADD)
-
-    def __sub__(self, other):
-        return _binary(self, other, _SUB)
-
-    def __rsub__(self, other):
-        return _binary(other, self, _SUB)
-
-    def __mul__(self, other):
-        return _binary(self, other, _MUL)
-
-    def __rmul__(self, other):
-        return _binary(other, self, _MUL)
-
-    def __truediv__(self, other):
-        return _binary(self, other, _DIV)
-
-    def __rtruediv__(self, other):
-        return _binary(other, self, _DIV)
-
-    def __pow__(self, other, modulo=None):
-        if modulo is not None:
-            return NotImplemented
-        # A number exponent is a constant: no gradient flows to it.
-        return _binary(self, other, _POWC if _is_number(other) else _POW)
-
-    def __rpow__(self, other):
-        return _binary(other, self, _POW)
+    __add__, __radd__ = _operator(_ADD), _reflected(_ADD)
+    __sub__, __rsub__ = _operator(_SUB), _reflected(_SUB)
+    __mul__, __rmul__ = _operator(_MUL), _reflected(_MUL)
+    __truediv__, __rtruediv__ = _operator(_DIV), _reflected(_DIV)
+    __rpow__ = _reflected(_POW)
+    # A number exponent is a constant (POWC): no gradient flows to it.
+    __pow__ = _operator(_POW, number_op=_POWC)
 
     def __neg__(self):
         return self._unary(_NEG)
