@@ -14,6 +14,8 @@
  *   K1  one operand node x = a;  b is free for an aux index (CALL: function id)
  *   K2  two operand nodes x = a, y = b
  *   KC  like K2, but y is a constant: no gradient flows to it (x ** 2)
+ *   KF  like K1, for a call out of the tape (a user function): sweeps call
+ *       it only where it is needed
  *
  * CALL runs the tape's user function b; call() is defined by the sweep.
  */
@@ -63,7 +65,7 @@ static inline double pg_dpow_dy(double x, double v)
     X(ADD,      "+",       K2, x + y,            1,                1)          \
     X(SUB,      "-",       K2, x - y,            1,                -1)         \
     X(MUL,      "*",       K2, x * y,            y,                x)          \
-    X(DIV,      "/",       K2, x / y,            1 / y,            -v / y)     \
+    X(DIV,      "/",       K2, x / y,            1 / y,            -v * (1 / y)) \
     X(POW,      "pow",     K2, pow(x, y),        pg_dpow_dx(x, y), pg_dpow_dy(x, v)) \
     X(POWC,     "pow",     KC, pow(x, y),        pg_dpow_dx(x, y), 0)          \
     X(MAX,      "max",     K2, pg_max(x, y),     pg_dmax(x, y),    pg_dmax(y, x)) \
@@ -80,7 +82,7 @@ static inline double pg_dpow_dy(double x, double v)
     X(SIGMOID,  "sigmoid", K1, pg_sigmoid(x),    v * (1 - v),      0)          \
     X(RELU,     "relu",    K1, x > 0 ? x : 0,    x > 0,            0)          \
     X(SOFTPLUS, "softplus",K1, pg_softplus(x),   pg_sigmoid(x),    0)          \
-    X(CALL,     "call",    K1, call(0, x),       call(1, x),       0)
+    X(CALL,     "call",    KF, call(0, x),       call(1, x),       0)
 
 enum {
 #define PG_OP_ENUM(NAME, label, kind, value, d_dx, d_dy) PG_OP_##NAME,

@@ -110,7 +110,44 @@ double pg_grad(pg_tape *t, uint32_t i);
 /* Many nodes in one call; idx holds n node indices. */
 int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out);
 int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out);
+int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n);
 int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in);
+
+/* Batches: row r of data (rows x n_in, row-major) is written into the input
+   leaves, then the tape is evaluated; the tape's own values are untouched.
+   threads >= 1; partial results are combined in a fixed order. */
+int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out,
+                  const uint32_t *inputs, size_t n_in, const double *data,
+                  size_t rows, int threads, double *result /* rows x n_out */);
+/* The sum (or mean) over rows of loss, and its gradient with respect to each
+   wrt node, which is also left in those nodes' grads. */
+int pg_grad_batch(pg_tape *t, uint32_t loss, const uint32_t *inputs,
+                  size_t n_in, const double *data, size_t rows,
+                  const uint32_t *wrt, size_t n_wrt, int mean, int threads,
+                  double *loss_out, double *grads_out /* n_wrt */);
+
+/* Optimizers, with PyTorch's update rules.  The caller owns the struct and
+   its arrays (state1 and state2 hold n values each, zero at the start). */
+enum { PG_SGD = 0, PG_ADAM = 1, PG_RMSPROP = 2, PG_ADAGRAD = 3 };
+
+typedef struct pg_optimizer {
+    int kind;
+    size_t n;
+    const uint32_t *params;  /* leaves */
+    double lr, weight_decay, momentum, beta1, beta2, alpha, eps, lr_decay;
+    int nesterov;
+    int64_t steps;           /* steps taken so far */
+    double *state1, *state2; /* momentum or first moment; squares */
+} pg_optimizer;
+
+/* One step from the params' grads (backprop or grad_batch leave them). */
+int pg_optimizer_step(pg_tape *t, pg_optimizer *o);
+/* epochs x (grad_batch over all rows, then a step); lrs (epochs values) or
+   NULL for o->lr; losses receives each epoch's loss. */
+int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss,
+                     const uint32_t *inputs, size_t n_in, const double *data,
+                     size_t rows, int mean, int threads, size_t epochs,
+                     const double *lrs, double *losses);
 
 /* --- cdef end --- */
 

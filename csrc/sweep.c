@@ -13,35 +13,10 @@
 
 #include <string.h>
 
-/* The state of one sweep: the first failure of a user function, if any. */
-typedef struct sweep {
-    pg_tape *t;
-    int status;
-    uint32_t fn;
-    int order;
-} sweep;
-
-/* Calls order `order` of user function fn.  After a failure the sweep runs
-   to its end without calling anything more (no per-node check in the hot
-   loop) and the caller reports the failure. */
-static double call_fn(sweep *s, uint32_t fn, int order, double x)
-{
-    if (s->status) return NAN;
-    const pg_fnslot *slot = &s->t->fns[fn].order[order];
-    if (slot->native) return slot->native(x);
-    double out;
-    if (!slot->callback) s->status = PG_ENODERIV;
-    else if (slot->callback(slot->ud, x, &out) == 0) return out;
-    else s->status = PG_ECALLBACK;
-    s->fn = fn;
-    s->order = order;
-    return NAN;
-}
-
 /* The op table's `call(order, x)` runs the user function in the aux index. */
-#define call(order, x) call_fn(s, ib, (order), (x))
+#define call(order, x) pg__call(s, ib, (order), (x))
 
-static int sweep_failure(const sweep *s)
+int pg__sweep_failure(const pg_sweep *s)
 {
     const char *name = s->t->fns[s->fn].name;
     if (s->status == PG_ENODERIV)
@@ -55,9 +30,10 @@ static int sweep_failure(const sweep *s)
 #define FORWARD_K1(value) { double x = val[ia]; val[i] = (value); }
 #define FORWARD_K2(value) { double x = val[ia], y = val[ib]; val[i] = (value); }
 #define FORWARD_KC(value) FORWARD_K2(value)
+#define FORWARD_KF(value) FORWARD_K1(value)
 
 /* Values of nodes [from, to) from their operands. */
-static void forward(sweep *s, double *restrict val, uint32_t from, uint32_t to)
+void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
@@ -79,17 +55,18 @@ static void forward(sweep *s, double *restrict val, uint32_t from, uint32_t to)
 #define REVERSE_K2(d_dx, d_dy) \
     { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; \
       grad[ia] += g * (d_dx); grad[ib] += g * (d_dy); }
+#define REVERSE_KF(d_dx, d_dy) REVERSE_K1(d_dx, d_dy)
 #define REVERSE_KC(d_dx, d_dy) \
     { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; grad[ia] += g * (d_dx); }
 
-/* Adds each node's adjoint into its operands', from node `top` down.  A node
-   with a zero adjoint is skipped: the output does not depend on it, and
-   0 * inf must not leak a NaN into nodes it does depend on. */
-static void reverse(sweep *s, const double *restrict val, double *restrict grad, uint32_t top)
+/* Adds each node's adjoint into its operands', from node `top` down to
+   `bottom`.  A node with a zero adjoint is skipped: the output does not
+   depend on it, and 0 * inf must not leak a NaN into nodes it does depend on. */
+void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad, uint32_t top, uint32_t bottom)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
-    for (uint32_t i = top + 1; i-- > 0;) {
+    for (uint32_t i = top + 1; i-- > bottom;) {
         double g = grad[i];
         if (g == 0) continue;
         uint32_t ia = a[i], ib = b[i];
@@ -114,13 +91,14 @@ static void reverse(sweep *s, const double *restrict val, double *restrict grad,
       if (tx != 0 || ty != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; \
         if (tx != 0) r += (d_dx) * tx; \
         if (ty != 0) r += (d_dy) * ty; } }
+#define TANGENT_KF(d_dx, d_dy) TANGENT_K1(d_dx, d_dy)
 #define TANGENT_KC(d_dx, d_dy) \
     { double tx = TANGENT(ia); \
       if (tx != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; r = (d_dx) * tx; } }
 
 /* d node / d seed for every node in (seed, top], with dot[0] = 1 for the
    seed itself.  Zero tangents are skipped for the reason reverse gives. */
-static void tangent(sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t top)
+static void tangent(pg_sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t top)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
@@ -142,15 +120,15 @@ static void tangent(sweep *s, const double *restrict val, double *restrict dot, 
 /* ---- the public sweeps -------------------------------------------------------- */
 
 /* Brings nodes [0, end) up to date. */
-static int eval_to(pg_tape *t, uint32_t end)
+int pg__eval_to(pg_tape *t, uint32_t end)
 {
     if (t->stale >= end) return PG_OK;
-    if (t->busy) return pg__fail(t, PG_EBUSY, "a function called back into the tape that is evaluating it");
-    sweep s = {t, PG_OK, 0, 0};
+    if (t->busy) return pg__busy(t);
+    pg_sweep s = {t, PG_OK, 0, 0};
     t->busy = 1;
-    forward(&s, t->value, t->stale, end);
+    pg__forward(&s, t->value, t->stale, end);
     t->busy = 0;
-    if (s.status) return sweep_failure(&s); /* stays stale: the next read retries */
+    if (s.status) return pg__sweep_failure(&s); /* stays stale: the next read retries */
     t->stale = end;
     return PG_OK;
 }
@@ -158,7 +136,7 @@ static int eval_to(pg_tape *t, uint32_t end)
 int pg_set(pg_tape *t, uint32_t leaf, double value)
 {
     PG_CHECK_NODE(t, leaf);
-    if (t->busy) return pg__fail(t, PG_EBUSY, "a function called back into the tape that is evaluating it");
+    if (t->busy) return pg__busy(t);
     if (t->op[leaf] != PG_OP_LEAF)
         return pg__fail(t, PG_ENOTLEAF, "node %u is a %s, not a leaf: only leaves can be set",
                         (unsigned)leaf, pg_op_name(t->op[leaf]));
@@ -174,7 +152,7 @@ double pg_value(pg_tape *t, uint32_t i)
         pg__fail(t, PG_EINVAL, "node %u does not exist (the tape has %u nodes)", (unsigned)i, (unsigned)t->n);
         return NAN;
     }
-    if (eval_to(t, i + 1)) return NAN;
+    if (pg__eval_to(t, i + 1)) return NAN;
     return t->value[i];
 }
 
@@ -186,10 +164,10 @@ double pg_derive(pg_tape *t, uint32_t y, uint32_t x)
                  (unsigned)(y >= t->n ? y : x), (unsigned)t->n);
         return NAN;
     }
-    if (eval_to(t, y + 1)) return NAN;
+    if (pg__eval_to(t, y + 1)) return NAN;
     if (x > y) return 0.0; /* y was built before x, so cannot depend on it */
     if (t->busy) {
-        pg__fail(t, PG_EBUSY, "a function called back into the tape that is evaluating it");
+        pg__busy(t);
         return NAN;
     }
     double *dot = pg__alloc(t, NULL, ((size_t)y - x + 1) * sizeof *dot);
@@ -197,14 +175,14 @@ double pg_derive(pg_tape *t, uint32_t y, uint32_t x)
         pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
         return NAN;
     }
-    sweep s = {t, PG_OK, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0};
     t->busy = 1;
     tangent(&s, t->value, dot, x, y);
     t->busy = 0;
     double result = dot[y - x];
     pg__alloc(t, dot, 0);
     if (s.status) {
-        sweep_failure(&s);
+        pg__sweep_failure(&s);
         return NAN;
     }
     return result;
@@ -213,18 +191,18 @@ double pg_derive(pg_tape *t, uint32_t y, uint32_t x)
 int pg_backprop(pg_tape *t, uint32_t y)
 {
     PG_CHECK_NODE(t, y);
-    int rc = eval_to(t, y + 1);
+    int rc = pg__eval_to(t, y + 1);
     if (rc) return rc;
-    if (t->busy) return pg__fail(t, PG_EBUSY, "a function called back into the tape that is evaluating it");
+    if (t->busy) return pg__busy(t);
     memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
     t->grad[y] = 1.0;
-    sweep s = {t, PG_OK, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0};
     t->busy = 1;
-    reverse(&s, t->value, t->grad, y);
+    pg__reverse(&s, t->value, t->grad, y, 0);
     t->busy = 0;
     if (s.status) {
         memset(t->grad, 0, (size_t)t->n * sizeof *t->grad); /* no half-made grads */
-        return sweep_failure(&s);
+        return pg__sweep_failure(&s);
     }
     return PG_OK;
 }
@@ -257,7 +235,7 @@ int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
     if (rc) return rc;
-    if (n && (rc = eval_to(t, max + 1))) return rc;
+    if (n && (rc = pg__eval_to(t, max + 1))) return rc;
     for (size_t k = 0; k < n; k++) out[k] = t->value[idx[k]];
     return PG_OK;
 }
@@ -271,12 +249,21 @@ int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     return PG_OK;
 }
 
+int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n)
+{
+    uint32_t max = 0;
+    int rc = check_nodes(t, idx, n, &max);
+    if (rc) return rc;
+    for (size_t k = 0; k < n; k++) t->grad[idx[k]] = 0.0;
+    return PG_OK;
+}
+
 int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
     if (rc) return rc;
-    if (t->busy) return pg__fail(t, PG_EBUSY, "a function called back into the tape that is evaluating it");
+    if (t->busy) return pg__busy(t);
     for (size_t k = 0; k < n; k++)
         if (t->op[idx[k]] != PG_OP_LEAF)
             return pg__fail(t, PG_ENOTLEAF, "node %u is a %s, not a leaf: only leaves can be set",

@@ -24,6 +24,12 @@ int pg__fail(pg_tape *t, int code, const char *fmt, ...)
     return code;
 }
 
+int pg__busy(pg_tape *t)
+{
+    return pg__fail(t, PG_EBUSY, "the tape is being evaluated: a function called back into it, "
+                                 "or another thread is using it");
+}
+
 int pg_errcode(const pg_tape *t) { return t->errcode; }
 const char *pg_errmsg(const pg_tape *t) { return t->errcode ? t->errmsg : "not an error"; }
 
@@ -102,7 +108,7 @@ size_t pg_memory(const pg_tape *t)
 int pg_reserve(pg_tape *t, uint64_t nodes)
 {
     if (nodes <= t->cap) return PG_OK;
-    if (t->busy) return pg__fail(t, PG_EBUSY, "the tape cannot grow while it is being evaluated");
+    if (t->busy) return pg__busy(t);
     if (nodes > PG_MAX_NODES)
         return pg__fail(t, PG_ENOMEM, "a tape holds at most %llu nodes, %llu were asked for",
                         (unsigned long long)PG_MAX_NODES, (unsigned long long)nodes);
@@ -120,7 +126,7 @@ int pg_reserve(pg_tape *t, uint64_t nodes)
 /* Appends one node and returns its index, or a negated status. */
 static int64_t append(pg_tape *t, int op, uint32_t a, uint32_t b, double value)
 {
-    if (t->busy) return -pg__fail(t, PG_EBUSY, "the tape cannot grow while it is being evaluated");
+    if (t->busy) return -pg__busy(t);
     if (t->n == t->cap) {
         uint64_t want = t->cap ? (uint64_t)t->cap * 2 : 64;
         if (want > PG_MAX_NODES) want = PG_MAX_NODES;
@@ -227,7 +233,7 @@ int64_t pg_call(pg_tape *t, int fn, uint32_t a)
 
 int pg_fn_new(pg_tape *t, const char *name)
 {
-    if (t->busy) return -pg__fail(t, PG_EBUSY, "the tape cannot change while it is being evaluated");
+    if (t->busy) return -pg__busy(t);
     if (!name) return -pg__fail(t, PG_EINVAL, "a function needs a name");
     if (t->n_fns >= (uint32_t)INT32_MAX) return -pg__fail(t, PG_ENOMEM, "too many functions");
     if (t->n_fns == t->cap_fns) {
@@ -246,7 +252,7 @@ int pg_fn_new(pg_tape *t, const char *name)
 
 int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
 {
-    if (t->busy) return pg__fail(t, PG_EBUSY, "the tape cannot change while it is being evaluated");
+    if (t->busy) return pg__busy(t);
     if (fn < 0 || (uint32_t)fn >= t->n_fns) return pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
     if (order < 0 || order >= PG_FN_ORDERS)
         return pg__fail(t, PG_EINVAL, "order %d is not between 0 and %d", order, PG_FN_ORDERS - 1);
@@ -308,6 +314,7 @@ int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, u
 #define K1 1
 #define K2 2
 #define KC 2
+#define KF 1
 
 static const struct {
     const char *name, *label;

@@ -53,8 +53,48 @@ struct pg_tape {
     char errmsg[256];
 };
 
+/* The state of one sweep: the first failure of a user function, if any. */
+typedef struct pg_sweep {
+    pg_tape *t;
+    int status;
+    uint32_t fn;
+    int order;
+} pg_sweep;
+
+/* Calls order `order` of user function fn.  After a failure a sweep runs
+   to its end without calling anything more (no per-node check in the hot
+   loop) and the caller reports the failure. */
+static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
+{
+    if (s->status) return NAN;
+    const pg_fnslot *slot = &s->t->fns[fn].order[order];
+    if (slot->native) return slot->native(x);
+    double out;
+    if (!slot->callback) s->status = PG_ENODERIV;
+    else if (slot->callback(slot->ud, x, &out) == 0) return out;
+    else s->status = PG_ECALLBACK;
+    s->fn = fn;
+    s->order = order;
+    return NAN;
+}
+
+/* The loops of sweep.c, on any value and grad arrays (batch.c gives each
+   thread its own). */
+void pg__forward(pg_sweep *s, double *val, uint32_t from, uint32_t to);
+void pg__reverse(pg_sweep *s, const double *val, double *grad, uint32_t top, uint32_t bottom);
+int pg__eval_to(pg_tape *t, uint32_t end);
+int pg__sweep_failure(const pg_sweep *s);
+
+/* A grad_batch planned once and run many times (optim.c runs one per epoch). */
+typedef struct pg_batch pg_batch;
+int pg__batch_open_grad(pg_tape *t, uint32_t loss, const uint32_t *inputs, size_t n_in, const double *data,
+                        size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads, pg_batch **out);
+int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out);
+void pg__batch_close(pg_batch *b);
+
 /* Records a failure on the tape and returns code, for `return fail(...)`. */
 int pg__fail(pg_tape *t, int code, const char *fmt, ...);
+int pg__busy(pg_tape *t); /* the PG_EBUSY failure */
 void *pg__alloc(pg_tape *t, void *ptr, size_t size);
 
 #define PG_CHECK_NODE(t, i)                                                  \

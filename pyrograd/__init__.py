@@ -12,11 +12,12 @@ from .functions import (
     abs, apply, cos, exp, log, maximum, minimum, relu, sigmoid, sin, softplus, sqrt, tan, tanh,
 )
 from .tape import Tape, Term
+from . import optim
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tape", "Term",
+    "Tape", "Term", "optim",
     "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus", "abs",
     "maximum", "minimum", "apply",
     "PyrogradError", "TapeMismatchError", "NotALeafError", "TapeBusyError", "DerivativeError",

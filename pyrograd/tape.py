@@ -7,7 +7,7 @@ made stale, so a value read is never out of date.
 """
 import numbers
 
-from ._binding import OPS, PythonFunction, ffi, lib, raise_status
+from ._binding import OPS, ffi, lib, raise_status
 from .errors import TapeMismatchError
 
 _NUMBER_TYPES = (float, int)
@@ -93,6 +93,39 @@ class Tape:
     def memory(self):
         """Bytes held by the C arena (nodes, names, function table)."""
         return lib.pg_memory(self._ptr)
+
+    # ---- numpy in and out (pyrograd.batch): one C call each
+    def values(self, terms):
+        """The current values of `terms` as a float64 array."""
+        return batch.values(self, terms)
+
+    def grads(self, terms):
+        """The grads of `terms` (from the last backprop or grad_batch) as an array."""
+        return batch.grads(self, terms)
+
+    def set_values(self, terms, array):
+        """Sets each leaf in `terms` to the matching entry of `array`."""
+        batch.set_values(self, terms, array)
+
+    def eval_batch(self, outputs, inputs, data, threads=None):
+        """Evaluates `outputs` for every row of `data` (shape (N, len(inputs))),
+        row r written into the `inputs` leaves.  Returns shape (N, len(outputs)),
+        or (N,) for a single output Term.  The leaves keep their values.
+
+        threads=None uses every core when the batch is big enough to pay for
+        them; threads=1 stays on this thread.
+        """
+        return batch.eval_batch(self, outputs, inputs, data, threads)
+
+    def grad_batch(self, loss, inputs, data, wrt, reduction="sum", threads=None):
+        """The sum (or mean) of `loss` over the rows of `data`, and its gradient
+        with respect to each Term in `wrt`: returns (float, array).  The
+        gradient is also left in `.grad` of the `wrt` terms, for an optimizer.
+
+        With threads=1 the result equals a Python loop of set and backprop to
+        the last bit; with more, partial sums are added in a fixed order.
+        """
+        return batch.grad_batch(self, loss, inputs, data, wrt, reduction, threads)
 
     def dot(self, **options):
         """Graphviz DOT text of the whole tape; see pyrograd.dot.to_dot."""
@@ -334,3 +367,7 @@ class Term:
             return f"<Term {label} = {self.value!r}>"
         except Exception as error:  # a user function failing must not break repr
             return f"<Term {label} (no value: {type(error).__name__})>"
+
+
+# Last, because pyrograd.batch needs Term (and Tape's methods need batch).
+from . import batch  # noqa: E402
