@@ -302,6 +302,7 @@ int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, u
     if (from > t->n || n > t->n - from)
         return pg__fail(t, PG_EINVAL, "nodes %u to %llu do not exist (the tape has %u nodes)",
                         (unsigned)from, (unsigned long long)from + n, (unsigned)t->n);
+    if (n == 0) return PG_OK; /* an empty tape has no arrays to copy from */
     if (op) memcpy(op, t->op + from, n * sizeof *op);
     if (a) memcpy(a, t->a + from, n * sizeof *a);
     if (b) memcpy(b, t->b + from, n * sizeof *b);

@@ -99,7 +99,9 @@ def apply(x, name, f, df):
 
 def _register(tape, name, f, df):
     """Adds (name, f, df) to the tape's function table once; returns its id."""
-    key = (name, f, df)
+    # By identity: callables need not be hashable, and the tape keeps f and df
+    # alive, so their ids stay theirs.
+    key = (name, id(f), id(df))
     known = tape._functions.get(key)
     if known is not None:
         return known[0]

@@ -52,7 +52,7 @@ class Tape:
         self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = []  # exceptions raised by user functions mid-sweep
-        self._functions = {}  # (name, f, df) -> (function id, what C points into)
+        self._functions = {}  # (name, id(f), id(df)) -> (function id, what C points into)
 
     def term(self, name=None, value=0.0):
         """A new leaf: a variable that `set` can change. `name` may be None."""
@@ -284,16 +284,14 @@ class Term:
         return self._unary(_ABS)
 
     def maximum(self, other):
-        return _binary(self, other, _MAX)
+        return functions.maximum(self, other)
 
     def minimum(self, other):
-        return _binary(self, other, _MIN)
+        return functions.minimum(self, other)
 
     def apply(self, name, f, df):
         """A custom unary op: f(x) with derivative df(x); see pyrograd.apply."""
-        from .functions import apply
-
-        return apply(self, name, f, df)
+        return functions.apply(self, name, f, df)
 
     # ---- values and derivatives
     @property
@@ -369,5 +367,5 @@ class Term:
             return f"<Term {label} (no value: {type(error).__name__})>"
 
 
-# Last, because pyrograd.batch needs Term (and Tape's methods need batch).
-from . import batch  # noqa: E402
+# Last, because these modules need Term (and Term's methods need them).
+from . import batch, functions  # noqa: E402
