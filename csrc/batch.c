@@ -75,6 +75,7 @@ typedef struct worker {
     { const double *restrict Y = val + (size_t)ib * R;            \
       for (size_t r = 0; r < nr; r++) { double x = X[r], y = Y[r]; V[r] = (value); } }
 #define FWD_KC(value) FWD_K2(value)
+#define FWD_KA(value) FWD_K2(value)
 #define FWD_KF(value) FWD_K1(value)
 
 static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
@@ -119,6 +120,7 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
           double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
           GX[r] += SKIP_ZERO(g, d_dx);                                   \
       } }
+#define REV_KA(d_dx, d_dy) REV_K2(d_dx, d_dy)
 /* A user function is not called for rows that do not need it. */
 #define REV_KF(d_dx, d_dy)                                               \
     for (size_t r = 0; r < nr; r++) {                                    \
@@ -157,7 +159,9 @@ static void run_rows(worker *w)
         size_t nr = w->r1 - r0 < R ? w->r1 - r0 : R;
         for (size_t r = 0; r < nr; r++) {
             const double *row = job->data + (r0 + r) * job->n_in;
-            for (size_t k = 0; k < job->n_in; k++) val[(size_t)job->inputs[k] * R + r] = row[k];
+            for (size_t k = 0; k < job->n_in; k++)
+                if (job->inputs[k] <= job->top) /* else nothing here depends on it */
+                    val[(size_t)job->inputs[k] * R + r] = row[k];
         }
         forward_block(&w->sweep, job, val, nr);
         if (job->outputs) {

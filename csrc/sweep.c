@@ -30,7 +30,13 @@ int pg__sweep_failure(const pg_sweep *s)
 #define FORWARD_K1(value) { double x = val[ia]; val[i] = (value); }
 #define FORWARD_K2(value) { double x = val[ia], y = val[ib]; val[i] = (value); }
 #define FORWARD_KC(value) FORWARD_K2(value)
+#define FORWARD_KA(value) FORWARD_K2(value)
 #define FORWARD_KF(value) FORWARD_K1(value)
+
+/* The value and partials of every KA op, in a list for picking by index. */
+#define KA_VALUE(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((value),)
+#define KA_D_DX(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((d_dx),)
+#define KA_D_DY(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((d_dy),)
 
 /* Values of nodes [from, to) from their operands. */
 void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
@@ -40,6 +46,13 @@ void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
     for (uint32_t i = from; i < to; i++) {
         uint32_t ia = a[i], ib = b[i];
         (void)ib;
+        unsigned cheap = op[i] - PG_OP_FIRST_KA;
+        if (cheap < PG_KA_COUNT) {
+            double x = val[ia], y = val[ib];
+            const double value[] = {PG_OPS(KA_VALUE)};
+            val[i] = value[cheap];
+            continue;
+        }
         switch (op[i]) {
 #define PG_FORWARD_CASE(NAME, label, kind, value, d_dx, d_dy) \
     case PG_OP_##NAME: FORWARD_##kind(value) break;
@@ -56,6 +69,7 @@ void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
     { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; \
       grad[ia] += g * (d_dx); grad[ib] += g * (d_dy); }
 #define REVERSE_KF(d_dx, d_dy) REVERSE_K1(d_dx, d_dy)
+#define REVERSE_KA(d_dx, d_dy) REVERSE_K2(d_dx, d_dy)
 #define REVERSE_KC(d_dx, d_dy) \
     { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; grad[ia] += g * (d_dx); }
 
@@ -71,6 +85,15 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
         if (g == 0) continue;
         uint32_t ia = a[i], ib = b[i];
         (void)ib;
+        unsigned cheap = op[i] - PG_OP_FIRST_KA;
+        if (cheap < PG_KA_COUNT) {
+            double x = val[ia], y = val[ib], v = val[i];
+            (void)v;
+            const double d_dx[] = {PG_OPS(KA_D_DX)}, d_dy[] = {PG_OPS(KA_D_DY)};
+            grad[ia] += g * d_dx[cheap];
+            grad[ib] += g * d_dy[cheap];
+            continue;
+        }
         switch (op[i]) {
 #define PG_REVERSE_CASE(NAME, label, kind, value, d_dx, d_dy) \
     case PG_OP_##NAME: REVERSE_##kind(d_dx, d_dy) break;
@@ -92,6 +115,7 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
         if (tx != 0) r += (d_dx) * tx; \
         if (ty != 0) r += (d_dy) * ty; } }
 #define TANGENT_KF(d_dx, d_dy) TANGENT_K1(d_dx, d_dy)
+#define TANGENT_KA(d_dx, d_dy) TANGENT_K2(d_dx, d_dy)
 #define TANGENT_KC(d_dx, d_dy) \
     { double tx = TANGENT(ia); \
       if (tx != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; r = (d_dx) * tx; } }

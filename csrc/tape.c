@@ -316,6 +316,7 @@ int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, u
 #define K2 2
 #define KC 2
 #define KF 1
+#define KA 2
 
 static const struct {
     const char *name, *label;

@@ -106,6 +106,13 @@ def eval_batch(tape, outputs, inputs, data, threads=None):
     return result[:, 0] if single else result
 
 
+def check_loss(tape, loss):
+    if type(loss) is not Term:
+        raise TypeError(f"loss must be a Term, not {type(loss).__name__}")
+    if loss.tape is not tape:
+        raise TapeMismatchError("loss is a Term of another tape")
+
+
 _REDUCTIONS = {"sum": 0, "mean": 1}
 
 
@@ -117,8 +124,7 @@ def reduction_flag(reduction):
 
 
 def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None):
-    if type(loss) is not Term or loss.tape is not tape:
-        raise TypeError("loss must be a Term of this tape")
+    check_loss(tape, loss)
     mean = reduction_flag(reduction)
     in_idx, n_in = node_indices(tape, inputs, "inputs")
     wrt_idx, n_wrt = node_indices(tape, wrt, "wrt")

@@ -73,8 +73,7 @@ class Optimizer:
         returns the loss of every epoch.  Gives exactly what the Python loop
         of tape.grad_batch and step gives."""
         tape = self.tape
-        if type(loss) is not Term or loss.tape is not tape:
-            raise TypeError("loss must be a Term of the parameters' tape")
+        batch.check_loss(tape, loss)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int, not {epochs!r}")
         mean = batch.reduction_flag(reduction)
