@@ -37,6 +37,7 @@ typedef struct batch {
     const double *data; /* rows x n_in, row-major */
     size_t rows;
     uint32_t top;       /* the workspace holds nodes [0, top] */
+    uint32_t from;      /* rows re-evaluate the nodes they need in [from, top] */
     size_t block;       /* rows per block, R */
     const instr *fwd, *rev;
     size_t n_fwd, n_rev;
@@ -150,20 +151,56 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
 
 /* ---- running rows ------------------------------------------------------------ */
 
+/* Writes row `row` of the data into slot r of the block's input leaves. */
+static void load_row(const batch *job, double *val, size_t row, size_t r)
+{
+    const size_t R = job->block;
+    const double *data = job->data + row * job->n_in;
+    for (size_t k = 0; k < job->n_in; k++)
+        if (job->inputs[k] <= job->top) /* else nothing here depends on it */
+            val[(size_t)job->inputs[k] * R + r] = data[k];
+}
+
+/* Forward, and for a gradient reverse, over the first nr slots. */
+static void sweep_block(worker *w, size_t nr)
+{
+    const batch *job = w->job;
+    const size_t R = job->block;
+    forward_block(&w->sweep, job, w->val, nr);
+    if (job->outputs) return;
+    memset(w->grad + (size_t)job->bottom * R, 0, ((size_t)job->loss - job->bottom + 1) * R * sizeof *w->grad);
+    for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss * R + r] = 1.0;
+    reverse_block(&w->sweep, job, w->val, w->grad, nr);
+}
+
+/* A block runs node by node, so the failure it meets first need not be in
+   its first failing row.  It is run again a row at a time, to report the
+   failure a Python loop over the rows would meet. */
+static void find_first_failure(worker *w, size_t r0, size_t nr)
+{
+    pg_sweep first = w->sweep;
+    for (size_t r = 0; r < nr; r++) {
+        w->sweep.status = PG_OK;
+        load_row(w->job, w->val, r0 + r, 0);
+        sweep_block(w, 1);
+        if (w->sweep.status) return;
+    }
+    w->sweep = first; /* a function that failed once and not again */
+}
+
 static void run_rows(worker *w)
 {
     const batch *job = w->job;
     const size_t R = job->block;
-    double *val = w->val, *grad = w->grad;
+    const double *val = w->val, *grad = w->grad;
     for (size_t r0 = w->r0; r0 < w->r1; r0 += R) {
         size_t nr = w->r1 - r0 < R ? w->r1 - r0 : R;
-        for (size_t r = 0; r < nr; r++) {
-            const double *row = job->data + (r0 + r) * job->n_in;
-            for (size_t k = 0; k < job->n_in; k++)
-                if (job->inputs[k] <= job->top) /* else nothing here depends on it */
-                    val[(size_t)job->inputs[k] * R + r] = row[k];
+        for (size_t r = 0; r < nr; r++) load_row(job, w->val, r0 + r, r);
+        sweep_block(w, nr);
+        if (w->sweep.status) {
+            find_first_failure(w, r0, nr);
+            return;
         }
-        forward_block(&w->sweep, job, val, nr);
         if (job->outputs) {
             for (size_t r = 0; r < nr; r++) {
                 double *out = job->result + (r0 + r) * job->n_out;
@@ -171,11 +208,8 @@ static void run_rows(worker *w)
             }
             continue;
         }
-        size_t loss = (size_t)job->loss * R;
-        memset(grad + (size_t)job->bottom * R, 0, ((size_t)job->loss - job->bottom + 1) * R * sizeof *grad);
-        for (size_t r = 0; r < nr; r++) grad[loss + r] = 1.0;
-        reverse_block(&w->sweep, job, val, grad, nr);
         /* Sums in row order, as a Python loop over the rows would add them. */
+        size_t loss = (size_t)job->loss * R;
         for (size_t r = 0; r < nr; r++) {
             w->loss_sum += val[loss + r];
             for (size_t k = 0; k < job->n_wrt; k++)
@@ -228,6 +262,14 @@ struct pg_batch {
     int mean;
 };
 
+/* Brings the nodes below the first input up to date on the tape: rows copy
+   them.  Nodes from the first input on are left alone: evaluating them at
+   the inputs' own values could fail where every row would succeed. */
+static int eval_fixed(pg_tape *t, const batch *job)
+{
+    return pg__eval_to(t, job->from <= job->top ? job->from : job->top + 1);
+}
+
 void pg__batch_close(pg_batch *b)
 {
     if (!b) return;
@@ -238,14 +280,14 @@ void pg__batch_close(pg_batch *b)
     pg__alloc(t, b, 0);
 }
 
-/* Plans the job and allocates its workers.  job->top, loss, bottom and the
-   arrays are set by the caller, who has checked every index. */
-static int open_batch(pg_tape *t, const batch *job, uint32_t from, int threads, int mean, pg_batch **out)
+/* Plans the job and allocates its workers.  job->top, from, loss, bottom and
+   the arrays are set by the caller, who has checked every index. */
+static int open_batch(pg_tape *t, const batch *job, int threads, int mean, pg_batch **out)
 {
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     if (t->busy) return pg__busy(t);
     if ((size_t)threads > job->rows) threads = job->rows ? (int)job->rows : 1;
-    int rc = pg__eval_to(t, job->top + 1);
+    int rc = eval_fixed(t, job);
     if (rc) return rc;
 
     int grads = job->outputs == NULL;
@@ -271,7 +313,7 @@ static int open_batch(pg_tape *t, const batch *job, uint32_t from, int threads, 
     else
         for (size_t k = 0; k < job->n_out; k++) mark[job->outputs[k]] = 1;
     b->job.fwd = b->plan;
-    b->job.n_fwd = make_plan(t, mark, from, job->top, 0, b->plan);
+    b->job.n_fwd = make_plan(t, mark, job->from, job->top, 0, b->plan);
     b->job.rev = b->plan + nodes;
     if (grads) {
         memset(mark, 0, nodes);
@@ -285,7 +327,7 @@ static int open_batch(pg_tape *t, const batch *job, uint32_t from, int threads, 
         int k = b->threads;
         double *block = pg__alloc(t, NULL, doubles * sizeof *block);
         if (!block) goto nomem;
-        b->w[k] = (worker){&b->job, {t, PG_OK, 0, 0}, job->rows * k / threads,
+        b->w[k] = (worker){&b->job, {t, PG_OK, 0, 0, 0}, job->rows * k / threads,
                            job->rows * (k + 1) / threads, block, grads ? block + nodes * R : NULL,
                            block + doubles - job->n_wrt, 0.0, 0, 0};
     }
@@ -303,7 +345,7 @@ static int run_batch(pg_batch *b)
 {
     pg_tape *t = b->t;
     if (t->busy) return pg__busy(t);
-    int rc = pg__eval_to(t, b->job.top + 1); /* parameters may have moved */
+    int rc = eval_fixed(t, &b->job); /* parameters may have moved */
     if (rc) return rc;
     size_t nodes = (size_t)b->job.top + 1, R = b->job.block;
     for (int k = 0; k < b->threads; k++) {
@@ -351,8 +393,7 @@ int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint3
 {
     batch job = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows,
                  .outputs = outputs, .n_out = n_out, .result = result};
-    uint32_t from;
-    int rc = check_inputs(t, inputs, n_in, &from);
+    int rc = check_inputs(t, inputs, n_in, &job.from);
     if (rc) return rc;
     for (size_t k = 0; k < n_out; k++) {
         PG_CHECK_NODE(t, outputs[k]);
@@ -361,7 +402,7 @@ int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint3
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     if (n_out == 0 || rows == 0) return PG_OK;
     pg_batch *b;
-    rc = open_batch(t, &job, from, threads, 0, &b);
+    rc = open_batch(t, &job, threads, 0, &b);
     if (rc) return rc;
     rc = run_batch(b);
     pg__batch_close(b);
@@ -374,15 +415,14 @@ int pg__batch_open_grad(pg_tape *t, uint32_t loss, const uint32_t *inputs, size_
     batch job = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows, .top = loss,
                  .loss = loss, .bottom = loss, .wrt = wrt, .n_wrt = n_wrt};
     PG_CHECK_NODE(t, loss);
-    uint32_t from;
-    int rc = check_inputs(t, inputs, n_in, &from);
+    int rc = check_inputs(t, inputs, n_in, &job.from);
     if (rc) return rc;
     for (size_t k = 0; k < n_wrt; k++) {
         PG_CHECK_NODE(t, wrt[k]);
         if (wrt[k] < job.bottom) job.bottom = wrt[k];
     }
     if (mean && rows == 0) return pg__fail(t, PG_EINVAL, "the mean of no rows is undefined");
-    return open_batch(t, &job, from, threads, mean, out);
+    return open_batch(t, &job, threads, mean, out);
 }
 
 int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)

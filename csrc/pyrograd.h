@@ -54,7 +54,10 @@ typedef void *(*pg_alloc_fn)(void *ud, void *ptr, size_t size);
 typedef double (*pg_native_fn)(double x);
 
 /* A unary function with context (a Python callable behind cffi): writes
-   f(x) to *out and returns 0, or returns non-zero to stop the sweep. */
+   f(x) to *out and returns 0, or returns a non-zero code to stop the sweep.
+   The sweep then fails with PG_ECALLBACK, and pg_callback_code() gives the
+   code of the failure it reports (in a batch: that of the first thread, in
+   row order, that failed), so the caller can tell failures apart. */
 typedef int (*pg_callback_fn)(void *ud, double x, double *out);
 
 pg_tape *pg_tape_new(void);
@@ -63,6 +66,7 @@ void pg_tape_free(pg_tape *t);
 
 int pg_errcode(const pg_tape *t);
 const char *pg_errmsg(const pg_tape *t);
+int pg_callback_code(const pg_tape *t);
 
 uint32_t pg_size(const pg_tape *t);         /* number of nodes */
 int pg_reserve(pg_tape *t, uint64_t nodes); /* room for this many nodes in all */

@@ -21,6 +21,7 @@ int pg__sweep_failure(const pg_sweep *s)
     const char *name = s->t->fns[s->fn].name;
     if (s->status == PG_ENODERIV)
         return pg__fail(s->t, PG_ENODERIV, "function '%s' has no derivative of order %d", name, s->order);
+    s->t->callback_code = s->code;
     return pg__fail(s->t, PG_ECALLBACK, "function '%s' failed (order %d)", name, s->order);
 }
 
@@ -148,7 +149,7 @@ int pg__eval_to(pg_tape *t, uint32_t end)
 {
     if (t->stale >= end) return PG_OK;
     if (t->busy) return pg__busy(t);
-    pg_sweep s = {t, PG_OK, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0, 0};
     t->busy = 1;
     pg__forward(&s, t->value, t->stale, end);
     t->busy = 0;
@@ -199,7 +200,7 @@ double pg_derive(pg_tape *t, uint32_t y, uint32_t x)
         pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
         return NAN;
     }
-    pg_sweep s = {t, PG_OK, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0, 0};
     t->busy = 1;
     tangent(&s, t->value, dot, x, y);
     t->busy = 0;
@@ -220,7 +221,7 @@ int pg_backprop(pg_tape *t, uint32_t y)
     if (t->busy) return pg__busy(t);
     memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
     t->grad[y] = 1.0;
-    pg_sweep s = {t, PG_OK, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0, 0};
     t->busy = 1;
     pg__reverse(&s, t->value, t->grad, y, 0);
     t->busy = 0;

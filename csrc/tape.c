@@ -31,6 +31,7 @@ int pg__busy(pg_tape *t)
 }
 
 int pg_errcode(const pg_tape *t) { return t->errcode; }
+int pg_callback_code(const pg_tape *t) { return t->callback_code; }
 const char *pg_errmsg(const pg_tape *t) { return t->errcode ? t->errmsg : "not an error"; }
 
 static void *default_alloc(void *ud, void *ptr, size_t size)

@@ -50,6 +50,7 @@ struct pg_tape {
     void *alloc_ud;
 
     int errcode;
+    int callback_code; /* of the last PG_ECALLBACK */
     char errmsg[256];
 };
 
@@ -59,6 +60,7 @@ typedef struct pg_sweep {
     int status;
     uint32_t fn;
     int order;
+    int code; /* what a failing callback returned */
 } pg_sweep;
 
 /* Calls order `order` of user function fn.  After a failure a sweep runs
@@ -71,7 +73,7 @@ static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
     if (slot->native) return slot->native(x);
     double out;
     if (!slot->callback) s->status = PG_ENODERIV;
-    else if (slot->callback(slot->ud, x, &out) == 0) return out;
+    else if ((s->code = slot->callback(slot->ud, x, &out)) == 0) return out;
     else s->status = PG_ECALLBACK;
     s->fn = fn;
     s->order = order;

@@ -3,6 +3,7 @@
 Everything that turns a C status into a Python exception, or a Python
 callable into something the tape can call, lives here.
 """
+import itertools
 import numbers
 
 from _pyrograd_core import ffi, lib
@@ -24,14 +25,38 @@ _ERRORS = {
 
 def raise_status(tape, code):
     """Raises the exception for status `code` (positive) of `tape`."""
-    if code == lib.PG_ECALLBACK and tape._pending:
-        error = tape._pending.pop()
-        tape._pending.clear()
-        raise error
+    if code == lib.PG_ECALLBACK:
+        error = tape._pending.take(lib.pg_callback_code(tape._ptr))
+        if error is not None:
+            raise error
     message = ffi.string(lib.pg_errmsg(tape._ptr)).decode("utf-8", "replace")
     if code == lib.PG_ENOMEM:
         raise MemoryError(message)
     raise _ERRORS.get(code, PyrogradError)(message)
+
+
+class ParkedErrors:
+    """Exceptions raised by a tape's Python functions during a sweep.
+
+    The callback parks its exception under a fresh code and returns the code
+    to C; the sweep reports the code of the failure that counts (the first
+    thread's, in a batch), so the exception raised does not depend on timing.
+    """
+
+    def __init__(self):
+        self._errors = {}
+        self._codes = itertools.count(1)  # next() is atomic: callbacks may run on several threads
+
+    def park(self, error):
+        code = next(self._codes) % 0x3FFFFFFF + 1
+        self._errors[code] = error
+        return code
+
+    def take(self, code):
+        """The exception parked under code (or None); forgets all the others."""
+        error = self._errors.get(code)
+        self._errors.clear()
+        return error
 
 
 class PythonFunction:
@@ -65,5 +90,4 @@ def pg_py_callback(ud, x, out):
         out[0] = result
         return 0
     except BaseException as error:  # KeyboardInterrupt too: the sweep stops either way
-        fn.pending.append(error)
-        return 1
+        return fn.pending.park(error)

@@ -113,6 +113,13 @@ def check_loss(tape, loss):
         raise TapeMismatchError("loss is a Term of another tape")
 
 
+def check_rows(data, mean):
+    """The number of rows of data, which a mean needs at least one of."""
+    if mean and data.shape[0] == 0:
+        raise ValueError("reduction='mean' needs at least one row of data")
+    return data.shape[0]
+
+
 _REDUCTIONS = {"sum": 0, "mean": 1}
 
 
@@ -129,7 +136,7 @@ def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None):
     in_idx, n_in = node_indices(tape, inputs, "inputs")
     wrt_idx, n_wrt = node_indices(tape, wrt, "wrt")
     data = as_array(data, (None, n_in), "data")
-    rows = data.shape[0]
+    rows = check_rows(data, mean)
     threads = resolve_threads(threads, rows, loss.index + 1)
     total = ffi.new("double *")
     grads_out = np.empty(n_wrt)

@@ -79,7 +79,7 @@ class Optimizer:
         mean = batch.reduction_flag(reduction)
         in_idx, n_in = batch.node_indices(tape, inputs, "inputs")
         data = batch.as_array(data, (None, n_in), "data")
-        rows = data.shape[0]
+        rows = batch.check_rows(data, mean)
         threads = batch.resolve_threads(threads, rows, loss.index + 1)
         start = self._c.steps
         lrs = np.array([self._lr_at(start + e) for e in range(epochs)]) if callable(self.lr) else None

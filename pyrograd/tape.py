@@ -7,7 +7,7 @@ made stale, so a value read is never out of date.
 """
 import numbers
 
-from ._binding import OPS, ffi, lib, raise_status
+from ._binding import OPS, ParkedErrors, ffi, lib, raise_status
 from .errors import TapeMismatchError
 
 _NUMBER_TYPES = (float, int)
@@ -51,7 +51,7 @@ class Tape:
             raise MemoryError("out of memory creating a tape")
         self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
-        self._pending = []  # exceptions raised by user functions mid-sweep
+        self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
         self._functions = {}  # (name, id(f), id(df)) -> (function id, what C points into)
 
     def term(self, name=None, value=0.0):
