@@ -115,6 +115,7 @@ double pg_grad(pg_tape *t, uint32_t i);
 int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out);
 int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out);
 int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n);
+int pg_set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in);
 int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in);
 
 /* Batches: row r of data (rows x n_in, row-major) is written into the input

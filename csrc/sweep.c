@@ -274,14 +274,16 @@ int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     return PG_OK;
 }
 
-int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n)
+int pg_set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
     if (rc) return rc;
-    for (size_t k = 0; k < n; k++) t->grad[idx[k]] = 0.0;
+    for (size_t k = 0; k < n; k++) t->grad[idx[k]] = in ? in[k] : 0.0;
     return PG_OK;
 }
+
+int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n) { return pg_set_grads(t, idx, n, NULL); }
 
 int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
 {

@@ -92,6 +92,12 @@ def set_values(tape, terms, array):
     tape._check(lib.pg_set_values(tape._ptr, idx, n, ffi.from_buffer("double[]", array)))
 
 
+def set_grads(tape, terms, array):
+    idx, n = node_indices(tape, terms, "terms")
+    array = as_array(array, (n,), "array")
+    tape._check(lib.pg_set_grads(tape._ptr, idx, n, ffi.from_buffer("double[]", array)))
+
+
 def eval_batch(tape, outputs, inputs, data, threads=None):
     single = not isinstance(outputs, (list, tuple))
     out_idx, n_out = node_indices(tape, outputs, "outputs")

@@ -107,6 +107,10 @@ class Tape:
         """Sets each leaf in `terms` to the matching entry of `array`."""
         batch.set_values(self, terms, array)
 
+    def set_grads(self, terms, array):
+        """Sets the grads of `terms` (say, a sum of two gradients for an optimizer's step)."""
+        batch.set_grads(self, terms, array)
+
     def eval_batch(self, outputs, inputs, data, threads=None):
         """Evaluates `outputs` for every row of `data` (shape (N, len(inputs))),
         row r written into the `inputs` leaves.  Returns shape (N, len(outputs)),

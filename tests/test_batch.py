@@ -240,6 +240,20 @@ def test_values_grads_set_values(model):
     assert model.loss.value == loss_after
 
 
+def test_set_grads_feeds_an_optimizer_step():
+    tape = pg.Tape()
+    w, b = tape.term("w", 1.0), tape.term("b", -2.0)
+    loss = w * w + b
+    loss.backprop()
+    tape.set_grads([w, b], np.array([0.5, 4.0]))  # e.g. a data gradient plus a penalty's
+    assert list(tape.grads([w, b])) == [0.5, 4.0]
+    pg.optim.SGD([w, b], lr=0.1).step()
+    assert list(tape.values([w, b])) == [1.0 - 0.1 * 0.5, -2.0 - 0.1 * 4.0]
+    with pytest.raises(ValueError):
+        tape.set_grads([w, b], np.array([1.0]))
+    assert list(tape.grads([w, b])) == [0.5, 4.0]  # nothing written
+
+
 def test_set_values_duplicates_last_wins():
     tape = pg.Tape()
     a = tape.term("a", 1.0)
