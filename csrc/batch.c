@@ -88,7 +88,7 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
         double *restrict V = val + (size_t)in.i * R;
         const double *restrict X = val + (size_t)in.a * R;
         switch (in.op) {
-#define PG_FWD_CASE(NAME, label, kind, value, d_dx, d_dy) \
+#define PG_FWD_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: FWD_##kind(value) break;
             PG_OPS(PG_FWD_CASE)
 #undef PG_FWD_CASE
@@ -141,7 +141,7 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
         const double *G = grad + (size_t)in.i * R;
         double *GX = grad + (size_t)in.a * R;
         switch (in.op) {
-#define PG_REV_CASE(NAME, label, kind, value, d_dx, d_dy) \
+#define PG_REV_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: REV_##kind(d_dx, d_dy) break;
             PG_OPS(PG_REV_CASE)
 #undef PG_REV_CASE

@@ -93,6 +93,9 @@ int64_t pg_call(pg_tape *t, int fn, uint32_t a);
 int pg_fn_new(pg_tape *t, const char *name);
 int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native,
               pg_callback_fn callback, void *ud);
+/* Says that function dfn is fn's derivative, so derivative graphs of fn
+   call dfn (and dfn's own derivative, to any order). */
+int pg_fn_link(pg_tape *t, int fn, int dfn);
 int pg_fn_count(const pg_tape *t);
 const char *pg_fn_name(pg_tape *t, int fn);
 
@@ -110,6 +113,12 @@ double pg_value(pg_tape *t, uint32_t i);
 double pg_derive(pg_tape *t, uint32_t y, uint32_t x); /* forward mode dy/dx */
 int pg_backprop(pg_tape *t, uint32_t y);  /* every grad becomes dy/dnode */
 double pg_grad(pg_tape *t, uint32_t i);
+
+/* Derivatives as graphs: out[k] becomes a node (appended, or found on the
+   tape) whose value is dy/dxs[k], built with constant folding and sharing
+   of identical nodes.  Fails with PG_ENODERIV, the tape as it was, when a
+   user function has no derivative of the order needed. */
+int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out);
 
 /* Many nodes in one call; idx holds n node indices. */
 int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out);

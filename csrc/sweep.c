@@ -35,9 +35,9 @@ int pg__sweep_failure(const pg_sweep *s)
 #define FORWARD_KF(value) FORWARD_K1(value)
 
 /* The value and partials of every KA op, in a list for picking by index. */
-#define KA_VALUE(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((value),)
-#define KA_D_DX(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((d_dx),)
-#define KA_D_DY(NAME, label, kind, value, d_dx, d_dy) PG_IF_KA(kind)((d_dy),)
+#define KA_VALUE(NAME, label, kind, value, d_dx, d_dy, ...) PG_IF_KA(kind)((value),)
+#define KA_D_DX(NAME, label, kind, value, d_dx, d_dy, ...) PG_IF_KA(kind)((d_dx),)
+#define KA_D_DY(NAME, label, kind, value, d_dx, d_dy, ...) PG_IF_KA(kind)((d_dy),)
 
 /* Values of nodes [from, to) from their operands. */
 void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
@@ -55,7 +55,7 @@ void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
             continue;
         }
         switch (op[i]) {
-#define PG_FORWARD_CASE(NAME, label, kind, value, d_dx, d_dy) \
+#define PG_FORWARD_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: FORWARD_##kind(value) break;
             PG_OPS(PG_FORWARD_CASE)
 #undef PG_FORWARD_CASE
@@ -96,7 +96,7 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
             continue;
         }
         switch (op[i]) {
-#define PG_REVERSE_CASE(NAME, label, kind, value, d_dx, d_dy) \
+#define PG_REVERSE_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: REVERSE_##kind(d_dx, d_dy) break;
             PG_OPS(PG_REVERSE_CASE)
 #undef PG_REVERSE_CASE
@@ -133,7 +133,7 @@ static void tangent(pg_sweep *s, const double *restrict val, double *restrict do
         (void)ib;
         double r = 0;
         switch (op[i]) {
-#define PG_TANGENT_CASE(NAME, label, kind, value, d_dx, d_dy) \
+#define PG_TANGENT_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: TANGENT_##kind(d_dx, d_dy) break;
             PG_OPS(PG_TANGENT_CASE)
 #undef PG_TANGENT_CASE

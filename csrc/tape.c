@@ -88,6 +88,7 @@ void pg_tape_free(pg_tape *t)
     for (uint32_t i = 0; i < t->n_fns; i++) pg__alloc(t, t->fns[i].name, 0);
     pg__alloc(t, t->names, 0);
     pg__alloc(t, t->fns, 0);
+    pg__alloc(t, t->index, 0);
     pg__alloc(t, t->op, 0);
     pg__alloc(t, t->a, 0);
     pg__alloc(t, t->b, 0);
@@ -102,6 +103,7 @@ size_t pg_memory(const pg_tape *t)
 {
     size_t bytes = sizeof *t + (size_t)t->cap * (1 + 4 + 4 + 8 + 8);
     bytes += (size_t)t->cap_names * sizeof *t->names + (size_t)t->cap_fns * sizeof *t->fns;
+    bytes += (size_t)t->index_cap * sizeof *t->index;
     for (uint32_t i = 0; i < t->n_names; i++) bytes += strlen(t->names[i].name) + 1;
     return bytes;
 }
@@ -248,6 +250,8 @@ int pg_fn_new(pg_tape *t, const char *name)
     pg_userfn *f = &t->fns[t->n_fns];
     memset(f, 0, sizeof *f);
     f->name = copy;
+    f->deriv = -1;
+    f->base = copy;
     return (int)t->n_fns++;
 }
 
@@ -264,6 +268,15 @@ int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn
     slot->ud = ud;
     /* A new f changes values computed with the old one. */
     t->stale = 0;
+    return PG_OK;
+}
+
+int pg_fn_link(pg_tape *t, int fn, int dfn)
+{
+    if (t->busy) return pg__busy(t);
+    if (fn < 0 || (uint32_t)fn >= t->n_fns || dfn < 0 || (uint32_t)dfn >= t->n_fns)
+        return pg__fail(t, PG_EINVAL, "function %d does not exist", fn < 0 || (uint32_t)fn >= t->n_fns ? fn : dfn);
+    t->fns[fn].deriv = dfn;
     return PG_OK;
 }
 
@@ -323,7 +336,7 @@ static const struct {
     const char *name, *label;
     int arity;
 } op_info[PG_OP_COUNT] = {
-#define PG_OP_INFO(NAME, label, kind, value, d_dx, d_dy) {#NAME, label, kind},
+#define PG_OP_INFO(NAME, label, kind, value, d_dx, d_dy, ...) {#NAME, label, kind},
     PG_OPS(PG_OP_INFO)
 #undef PG_OP_INFO
 };

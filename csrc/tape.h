@@ -18,6 +18,9 @@ typedef struct pg_fnslot {
 typedef struct pg_userfn {
     char *name;
     pg_fnslot order[PG_FN_ORDERS];
+    int32_t deriv;    /* the function that is this one's derivative, or -1 */
+    int level;        /* how many times base was differentiated to give this */
+    const char *base; /* the name of the function the user gave */
 } pg_userfn;
 
 /* A node's name; kept sorted by node index, only for named nodes. */
@@ -45,6 +48,11 @@ struct pg_tape {
 
     pg_userfn *fns;
     uint32_t n_fns, cap_fns;
+
+    /* Nodes [0, indexed) by content, for derivative graphs (grad.c): open
+       addressing, NONE (all ones) where empty; allocated on first use. */
+    uint32_t *index;
+    uint32_t index_cap, index_count, indexed;
 
     pg_alloc_fn alloc;
     void *alloc_ud;

@@ -9,16 +9,17 @@
 """
 from .errors import DerivativeError, NotALeafError, PyrogradError, TapeBusyError, TapeMismatchError
 from .functions import (
-    abs, apply, cos, exp, log, maximum, minimum, relu, sigmoid, sin, softplus, sqrt, tan, tanh,
+    abs, apply, cos, exp, log, maximum, minimum, relu, sigmoid, sin, softplus, sqrt, tan, tanh, unary,
 )
 from .tape import Tape, Term
-from . import optim
+from .derivatives import grad, hessian, jacobian
+from . import losses, nn, optim
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tape", "Term", "optim",
+    "Tape", "Term", "optim", "nn", "losses",
     "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus", "abs",
-    "maximum", "minimum", "apply",
+    "maximum", "minimum", "apply", "unary", "grad", "jacobian", "hessian",
     "PyrogradError", "TapeMismatchError", "NotALeafError", "TapeBusyError", "DerivativeError",
 ]

@@ -14,7 +14,7 @@ from .tape import Term, _binary, _is_number, _MAX, _MIN
 
 __all__ = [
     "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
-    "softplus", "abs", "maximum", "minimum", "apply",
+    "softplus", "abs", "maximum", "minimum", "apply", "unary",
 ]
 
 
@@ -77,47 +77,91 @@ minimum.__doc__ = "The smaller of a and b; at a tie the gradient is split evenly
 _NATIVE_TYPE = "double(*)(double)"
 
 
-def apply(x, name, f, df):
+def apply(x, name, f, df, d2f=None):
     """A custom unary op with value f(x) and derivative df(x).
 
-    f and df are each either a Python callable float -> float, called by the
-    tape through a cffi callback, or a native `double (*)(double)` function
-    pointer (a cffi pointer, or a ctypes function with restype and argtypes
-    c_double), which the tape calls without entering Python.
+    f, df and d2f are each either a Python callable float -> float, called by
+    the tape through a cffi callback, or a native `double (*)(double)`
+    function pointer (a cffi pointer, or a ctypes function with restype and
+    argtypes c_double), which the tape calls without entering Python.
+
+    With d2f, pyrograd.grad can differentiate the op twice.  df (or d2f) may
+    also be an op made by pyrograd.unary, which knows its own derivatives, so
+    the op can be differentiated to any order.  Where no derivative of the
+    order needed is known, pyrograd.grad raises DerivativeError.
 
     An exception raised by f or df stops the sweep and reaches the caller of
     `.value`, `derive` or `backprop` unchanged; the tape stays usable.
     """
     if type(x) is not Term:
         raise TypeError(f"apply takes a Term, not {type(x).__name__}")
-    if not isinstance(name, str):
-        raise TypeError(f"apply: the name must be a str, not {type(name).__name__}")
     tape = x.tape
-    fn = _register(tape, name, f, df)
+    fn = _register(tape, name, f, df, d2f)
     return tape._term(lib.pg_call(tape._ptr, fn, x.index))
 
 
-def _register(tape, name, f, df):
-    """Adds (name, f, df) to the tape's function table once; returns its id."""
-    # By identity: callables need not be hashable, and the tape keeps f and df
-    # alive, so their ids stay theirs.
-    key = (name, id(f), id(df))
+class Unary:
+    """A custom unary op that works on any tape, made by pyrograd.unary."""
+
+    def __init__(self, name, f, df, d2f=None):
+        if not isinstance(name, str):
+            raise TypeError(f"an op's name must be a str, not {type(name).__name__}")
+        if isinstance(f, Unary):
+            raise TypeError(f"{name}: f must be a function, not an op")
+        self.name, self.f, self.df, self.d2f = name, f, df, d2f
+
+    def __call__(self, x):
+        """A new node on x's tape, or, for a number, f(x) as a float."""
+        if type(x) is Term:
+            return apply(x, self.name, self.f, self.df, self.d2f)
+        if _is_number(x) and callable(self.f) and not isinstance(self.f, ffi.CData):
+            return float(self.f(float(x)))
+        raise TypeError(f"{self.name}() takes a Term or a real number")
+
+    def __repr__(self):
+        return f"<pyrograd.unary {self.name!r}>"
+
+
+def unary(name, f, df, d2f=None):
+    """A custom unary op to use like pyrograd.exp: `op = unary("sq", f, df)`,
+    then `op(x)`.  When df is itself such an op, the derivatives chain to any
+    order (`grad` of `op(x)` is `df(x) * dx`, and so on)."""
+    return Unary(name, f, df, d2f)
+
+
+def _register(tape, name, f, df, d2f=None):
+    """Adds (name, f, df, d2f) to the tape's function table once; returns its id."""
+    if not isinstance(name, str):
+        raise TypeError(f"apply: the name must be a str, not {type(name).__name__}")
+    if isinstance(d2f, Unary) and not isinstance(df, Unary):
+        df, d2f = Unary(f"{name}'", df, d2f), None  # the chain starts one order up
+    # By identity: callables need not be hashable, and the tape keeps f, df
+    # and d2f alive, so their ids stay theirs.
+    key = (name, id(f), id(df), id(d2f))
     known = tape._functions.get(key)
     if known is not None:
         return known[0]
-    slots = [_function_slot(func, role, tape) for func, role in ((f, name), (df, f"d{name}"))]
+    linked = _register(tape, df.name, df.f, df.df, df.d2f) if isinstance(df, Unary) else None
+    orders = [(f, name), (df.f if linked is not None else df, f"{name}'")]
+    if d2f is not None:
+        orders.append((d2f, f"{name}''"))
+    slots = [_function_slot(func, role, tape) for func, role in orders]
     fn = lib.pg_fn_new(tape._ptr, name.encode())
     if fn < 0:
         raise_status(tape, -fn)
     for order, (native, callback, ud, _) in enumerate(slots):
         tape._check(lib.pg_fn_set(tape._ptr, fn, order, native, callback, ud))
+    if linked is not None:
+        tape._check(lib.pg_fn_link(tape._ptr, fn, linked))
     # The tape keeps alive everything C now points into.
-    tape._functions[key] = (fn, [slot[3] for slot in slots])
+    tape._functions[key] = (fn, [slot[3] for slot in slots] + [df, d2f])
     return fn
 
 
 def _function_slot(func, role, tape):
     """(native pointer, callback, userdata, object to keep alive) for func."""
+    if func is None:  # no such derivative: sweeps and grad that need it say so
+        return ffi.NULL, ffi.NULL, ffi.NULL, None
     if isinstance(func, ffi.CData):
         ctype = ffi.getctype(ffi.typeof(func))
         if ctype != _NATIVE_TYPE:

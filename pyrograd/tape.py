@@ -52,7 +52,7 @@ class Tape:
         self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
-        self._functions = {}  # (name, id(f), id(df)) -> (function id, what C points into)
+        self._functions = {}  # (name, id(f), id(df), id(d2f)) -> (function id, what C points into)
 
     def term(self, name=None, value=0.0):
         """A new leaf: a variable that `set` can change. `name` may be None."""
@@ -293,9 +293,9 @@ class Term:
     def minimum(self, other):
         return functions.minimum(self, other)
 
-    def apply(self, name, f, df):
+    def apply(self, name, f, df, d2f=None):
         """A custom unary op: f(x) with derivative df(x); see pyrograd.apply."""
-        return functions.apply(self, name, f, df)
+        return functions.apply(self, name, f, df, d2f)
 
     # ---- values and derivatives
     @property
