@@ -13,6 +13,7 @@ from .functions import (
 )
 from .tape import Tape, Term
 from .derivatives import grad, hessian, jacobian
+from .trace import function
 from . import losses, nn, optim
 
 __version__ = "0.1.0"
@@ -20,6 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Tape", "Term", "optim", "nn", "losses",
     "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "softplus", "abs",
-    "maximum", "minimum", "apply", "unary", "grad", "jacobian", "hessian",
+    "maximum", "minimum", "apply", "unary", "grad", "jacobian", "hessian", "function",
     "PyrogradError", "TapeMismatchError", "NotALeafError", "TapeBusyError", "DerivativeError",
 ]

@@ -33,6 +33,14 @@ def _is_number(x):
     )
 
 
+def _value_of(x):
+    if type(x) is Term:
+        return x.value
+    if _is_number(x):
+        return x
+    raise TypeError(f"a Term compares with a Term or a real number, not {type(x).__name__}")
+
+
 class Tape:
     """An arena of scalar nodes in the order they were built.
 
@@ -356,6 +364,21 @@ class Term:
         from .dot import to_dot
 
         return to_dot(self.tape, self, **options)
+
+    # Comparisons compare current values and are not recorded in the graph:
+    # they let Python control flow run while tracing (see pyrograd.function).
+    # == is identity of nodes, so terms can live in sets and dicts.
+    def __lt__(self, other):
+        return self.value < _value_of(other)
+
+    def __le__(self, other):
+        return self.value <= _value_of(other)
+
+    def __gt__(self, other):
+        return self.value > _value_of(other)
+
+    def __ge__(self, other):
+        return self.value >= _value_of(other)
 
     def __eq__(self, other):
         return type(other) is Term and other.tape is self.tape and other.index == self.index
