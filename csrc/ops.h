@@ -69,62 +69,62 @@ static inline double pg_dpow_dy(double x, double v)
     return x == 0 ? 0.0 : v * log(x);
 }
 
-#define PG_OPS(X)                                                                        \
-    /*  NAME    label      kind value             d/dx              d/dy                 \
-                                d/dx as a graph                    d/dy as a graph */   \
-    X(LEAF,     "leaf",    K0,  0,                0,                0,                   \
-                                ZERO,                              ZERO)                \
-    X(CONST,    "const",   K0,  0,                0,                0,                   \
-                                ZERO,                              ZERO)                \
-    X(ADD,      "+",       KA,  x + y,            1,                1,                   \
-                                ONE,                               ONE)                 \
-    X(SUB,      "-",       KA,  x - y,            1,                -1,                  \
-                                ONE,                               K(-1))               \
-    X(MUL,      "*",       KA,  x * y,            y,                x,                   \
-                                Y_,                                 X_)                   \
-    X(DIV,      "/",       K2,  x / y,            1 / y,            -v * (1 / y),        \
-                                B(DIV, ONE, Y_),                    U(NEG, B(DIV, V_, Y_))) \
-    X(POW,      "pow",     K2,  pow(x, y),        pg_dpow_dx(x, y), pg_dpow_dy(x, v),    \
-                                B(MUL, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(MUL, V_, U(LOG, X_))) \
-    X(POWC,     "pow",     KC,  pow(x, y),        pg_dpow_dx(x, y), 0,                   \
-                                B(MUL, Y_, B(POWC, X_, K(VALUE(Y_) - 1))), ZERO)          \
-    X(MAX,      "max",     K2,  pg_max(x, y),     pg_dmax(x, y),    pg_dmax(y, x),       \
-                                B(DMAX, X_, Y_),                     B(DMAX, Y_, X_))       \
-    X(MIN,      "min",     K2,  pg_min(x, y),     pg_dmax(y, x),    pg_dmax(x, y),       \
-                                B(DMAX, Y_, X_),                     B(DMAX, X_, Y_))       \
-    X(NEG,      "neg",     K1,  -x,               -1,               0,                   \
-                                K(-1),                             ZERO)                \
-    X(ABS,      "abs",     K1,  fabs(x),          pg_sign(x),       0,                   \
-                                U(SIGN, X_),                        ZERO)                \
-    X(EXP,      "exp",     K1,  exp(x),           v,                0,                   \
-                                V_,                                 ZERO)                \
-    X(LOG,      "log",     K1,  log(x),           1 / x,            0,                   \
-                                B(DIV, ONE, X_),                    ZERO)                \
-    X(SQRT,     "sqrt",    K1,  sqrt(x),          0.5 / v,          0,                   \
-                                B(DIV, K(0.5), V_),                 ZERO)                \
-    X(SIN,      "sin",     K1,  sin(x),           cos(x),           0,                   \
-                                U(COS, X_),                         ZERO)                \
-    X(COS,      "cos",     K1,  cos(x),           -sin(x),          0,                   \
-                                U(NEG, U(SIN, X_)),                 ZERO)                \
-    X(TAN,      "tan",     K1,  tan(x),           1 + v * v,        0,                   \
-                                B(ADD, ONE, B(MUL, V_, V_)),         ZERO)                \
-    X(TANH,     "tanh",    K1,  tanh(x),          1 - v * v,        0,                   \
-                                B(SUB, ONE, B(MUL, V_, V_)),         ZERO)                \
-    X(SIGMOID,  "sigmoid", K1,  pg_sigmoid(x),    v * (1 - v),      0,                   \
-                                B(MUL, V_, B(SUB, ONE, V_)),         ZERO)                \
-    X(RELU,     "relu",    K1,  x > 0 ? x : 0,    x > 0,            0,                   \
-                                U(STEP, X_),                        ZERO)                \
-    X(SOFTPLUS, "softplus",K1,  pg_softplus(x),   pg_sigmoid(x),    0,                   \
-                                U(SIGMOID, X_),                     ZERO)                \
-    X(CALL,     "call",    KF,  call(0, x),       call(1, x),       0,                   \
-                                CALL_DERIVATIVE,                   ZERO)                \
-    /* Derivatives of the ops above, flat wherever they are defined. */                 \
-    X(STEP,     "step",    K1,  x > 0,            0,                0,                   \
-                                ZERO,                              ZERO)                \
-    X(SIGN,     "sign",    K1,  pg_sign(x),       0,                0,                   \
-                                ZERO,                              ZERO)                \
-    X(DMAX,     "dmax",    K2,  pg_dmax(x, y),    0,                0,                   \
-                                ZERO,                              ZERO)
+#define PG_OPS(X)                                                                                   \
+    /* NAME     label       kind  value            d/dx              d/dy                           \
+                                  d/dx as a graph  /  d/dy as a graph */                            \
+    X(LEAF,     "leaf",     K0,  0,               0,                0,                              \
+                                  ZERO, ZERO)                                                       \
+    X(CONST,    "const",    K0,  0,               0,                0,                              \
+                                  ZERO, ZERO)                                                       \
+    X(ADD,      "+",        KA,  x + y,           1,                1,                              \
+                                  ONE, ONE)                                                         \
+    X(SUB,      "-",        KA,  x - y,           1,                -1,                             \
+                                  ONE, K(-1))                                                       \
+    X(MUL,      "*",        KA,  x * y,           y,                x,                              \
+                                  Y_, X_)                                                           \
+    X(DIV,      "/",        K2,  x / y,           1 / y,            -v * (1 / y),                   \
+                                  B(DIV, ONE, Y_), U(NEG, B(DIV, V_, Y_)))                          \
+    X(POW,      "pow",      K2,  pow(x, y),       pg_dpow_dx(x, y), pg_dpow_dy(x, v),               \
+                                  B(MUL, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(MUL, V_, U(LOG, X_)))  \
+    X(POWC,     "pow",      KC,  pow(x, y),       pg_dpow_dx(x, y), 0,                              \
+                                  B(MUL, Y_, B(POWC, X_, K(VALUE(Y_) - 1))), ZERO)                  \
+    X(MAX,      "max",      K2,  pg_max(x, y),    pg_dmax(x, y),    pg_dmax(y, x),                  \
+                                  B(DMAX, X_, Y_), B(DMAX, Y_, X_))                                 \
+    X(MIN,      "min",      K2,  pg_min(x, y),    pg_dmax(y, x),    pg_dmax(x, y),                  \
+                                  B(DMAX, Y_, X_), B(DMAX, X_, Y_))                                 \
+    X(NEG,      "neg",      K1,  -x,              -1,               0,                              \
+                                  K(-1), ZERO)                                                      \
+    X(ABS,      "abs",      K1,  fabs(x),         pg_sign(x),       0,                              \
+                                  U(SIGN, X_), ZERO)                                                \
+    X(EXP,      "exp",      K1,  exp(x),          v,                0,                              \
+                                  V_, ZERO)                                                         \
+    X(LOG,      "log",      K1,  log(x),          1 / x,            0,                              \
+                                  B(DIV, ONE, X_), ZERO)                                            \
+    X(SQRT,     "sqrt",     K1,  sqrt(x),         0.5 / v,          0,                              \
+                                  B(DIV, K(0.5), V_), ZERO)                                         \
+    X(SIN,      "sin",      K1,  sin(x),          cos(x),           0,                              \
+                                  U(COS, X_), ZERO)                                                 \
+    X(COS,      "cos",      K1,  cos(x),          -sin(x),          0,                              \
+                                  U(NEG, U(SIN, X_)), ZERO)                                         \
+    X(TAN,      "tan",      K1,  tan(x),          1 + v * v,        0,                              \
+                                  B(ADD, ONE, B(MUL, V_, V_)), ZERO)                                \
+    X(TANH,     "tanh",     K1,  tanh(x),         1 - v * v,        0,                              \
+                                  B(SUB, ONE, B(MUL, V_, V_)), ZERO)                                \
+    X(SIGMOID,  "sigmoid",  K1,  pg_sigmoid(x),   v * (1 - v),      0,                              \
+                                  B(MUL, V_, B(SUB, ONE, V_)), ZERO)                                \
+    X(RELU,     "relu",     K1,  x > 0 ? x : 0,   x > 0,            0,                              \
+                                  U(STEP, X_), ZERO)                                                \
+    X(SOFTPLUS, "softplus", K1,  pg_softplus(x),  pg_sigmoid(x),    0,                              \
+                                  U(SIGMOID, X_), ZERO)                                             \
+    X(CALL,     "call",     KF,  call(0, x),      call(1, x),       0,                              \
+                                  CALL_DERIVATIVE, ZERO)                                            \
+    /* Derivatives of the ops above, flat wherever they are defined. */                             \
+    X(STEP,     "step",     K1,  x > 0,           0,                0,                              \
+                                  ZERO, ZERO)                                                       \
+    X(SIGN,     "sign",     K1,  pg_sign(x),      0,                0,                              \
+                                  ZERO, ZERO)                                                       \
+    X(DMAX,     "dmax",     K2,  pg_dmax(x, y),   0,                0,                              \
+                                  ZERO, ZERO)                                                       \
 
 enum {
 #define PG_OP_ENUM(NAME, label, kind, value, d_dx, d_dy, ...) PG_OP_##NAME,
