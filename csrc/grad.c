@@ -287,24 +287,42 @@ int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint3
     g.zero = konst(&g, 0.0);
     g.one = konst(&g, 1.0);
 
+    /* Only nodes on a path from some x to y need an adjoint, and only
+       operands on such a path need a partial: nothing is built for the rest
+       (no 2^x log 2 term for a constant base, no derivative a user function
+       lacks but the result does not need). */
     uint32_t lowest = y;
     for (size_t k = 0; k < n_xs; k++)
         if (xs[k] < lowest) lowest = xs[k];
+    uint8_t *reach = pg__alloc(t, NULL, (size_t)y + 1);
+    if (!reach) {
+        pg__alloc(t, adj, 0);
+        return pg__fail(t, PG_ENOMEM, "out of memory building a derivative of %u nodes", (unsigned)y + 1);
+    }
+    memset(reach, 0, (size_t)y + 1);
+    for (size_t k = 0; k < n_xs; k++)
+        if (xs[k] <= y) reach[xs[k]] = 1;
+    for (uint32_t i = lowest; i <= y; i++) {
+        int operands = pg_op_arity(t->op[i]);
+        if ((operands >= 1 && reach[t->a[i]]) || (operands == 2 && reach[t->b[i]])) reach[i] = 1;
+    }
+
     for (uint32_t i = 0; i <= y; i++) adj[i] = NONE;
     adj[y] = g.one;
     /* Adjoints flow from y down to the lowest x; a node's adjoint is
        complete once every node above it has passed. */
     for (uint32_t i = y; i > lowest && !g.status; i--) {
-        if (adj[i] == NONE) continue;
+        if (adj[i] == NONE || !reach[i]) continue;
         int operands = pg_op_arity(t->op[i]);
-        int kind_c = t->op[i] == PG_OP_POWC; /* no gradient to its constant */
-        for (int k = 0; k < operands - kind_c; k++) {
+        for (int k = 0; k < operands; k++) {
             uint32_t operand = k == 0 ? t->a[i] : t->b[i];
+            if (!reach[operand]) continue; /* also POWC's constant exponent */
             uint32_t step = build(&g, PG_OP_MUL, adj[i], partial(&g, i, k));
             if (is_const(&g, step, 0)) continue;
             adj[operand] = adj[operand] == NONE ? step : build(&g, PG_OP_ADD, adj[operand], step);
         }
     }
+    pg__alloc(t, reach, 0);
     for (size_t k = 0; k < n_xs; k++)
         out[k] = xs[k] > y || adj[xs[k]] == NONE ? g.zero : adj[xs[k]];
     pg__alloc(t, adj, 0);

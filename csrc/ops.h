@@ -85,7 +85,7 @@ static inline double pg_dpow_dy(double x, double v)
     X(DIV,      "/",        K2,  x / y,           1 / y,            -v * (1 / y),                   \
                                   B(DIV, ONE, Y_), U(NEG, B(DIV, V_, Y_)))                          \
     X(POW,      "pow",      K2,  pow(x, y),       pg_dpow_dx(x, y), pg_dpow_dy(x, v),               \
-                                  B(MUL, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(MUL, V_, U(LOG, X_)))  \
+                                  B(MUL, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(XLOG, X_, V_))         \
     X(POWC,     "pow",      KC,  pow(x, y),       pg_dpow_dx(x, y), 0,                              \
                                   B(MUL, Y_, B(POWC, X_, K(VALUE(Y_) - 1))), ZERO)                  \
     X(MAX,      "max",      K2,  pg_max(x, y),    pg_dmax(x, y),    pg_dmax(y, x),                  \
@@ -125,6 +125,9 @@ static inline double pg_dpow_dy(double x, double v)
                                   ZERO, ZERO)                                                       \
     X(DMAX,     "dmax",     K2,  pg_dmax(x, y),   0,                0,                              \
                                   ZERO, ZERO)                                                       \
+    /* y log x, and 0 at x = 0 (d/dy x^y = x^y log x has that limit). */                           \
+    X(XLOG,     "xlog",     K2,  pg_dpow_dy(x, y), y / x,           x == 0 ? 0 : log(x),            \
+                                  B(DIV, Y_, X_), U(LOG, X_))                                       \
 
 enum {
 #define PG_OP_ENUM(NAME, label, kind, value, d_dx, d_dy, ...) PG_OP_##NAME,
