@@ -65,7 +65,7 @@ def mse(prediction, target):
 def _check_hinge(y, n_outputs):
     _check_one_output("hinge", y, n_outputs)
     if not np.isin(y, (-1.0, 1.0)).all():
-        raise ValueError(f"hinge labels must be -1 or +1, not {y[~np.isin(y, (-1.0, 1.0))][0]!r}")
+        raise ValueError(f"hinge labels must be -1 or +1, not {y[~np.isin(y, (-1.0, 1.0))][0]:g}")
 
 
 @_checks_targets(_check_hinge)
@@ -93,7 +93,7 @@ def _check_classes(y, n_outputs):
         raise ValueError(f"softmax_cross_entropy takes one class index per sample, not targets of shape {y.shape}")
     bad = (y != np.floor(y)) | (y < 0) | (y >= n_outputs)
     if bad.any():
-        raise ValueError(f"class index {y[bad][0]!r} is not one of 0..{n_outputs - 1} "
+        raise ValueError(f"class index {y[bad][0]:g} is not one of 0..{n_outputs - 1} "
                          f"(the model has {n_outputs} outputs)")
 
 

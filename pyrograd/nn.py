@@ -11,6 +11,11 @@ A module is a recipe for appending a graph: calling it on a list of Terms or
 numbers appends w . x + b and the activation of every neuron, and returns the
 outputs.  The Trainer calls the model once, on input leaves, and then feeds
 the rows of the data through that one graph.
+
+Every module takes `tape=` (a new tape if None), `seed=` (an int or a numpy
+Generator) and `init=`: "uniform" (micrograd's U(-1, 1), biases 0; the
+default), "kaiming" (RustGrad's), "glorot", or a function (rng, nin, nout)
+-> (weights of shape (nout, nin), biases of shape (nout,)).
 """
 import enum
 import math
@@ -78,6 +83,11 @@ def _glorot(rng, nin, nout):
     return rng.uniform(-limit, limit, (nout, nin)), np.zeros(nout)
 
 
+def _zeros(rng, nin, nout):
+    """For a model whose values are loaded next."""
+    return np.zeros((nout, nin)), np.zeros(nout)
+
+
 INITS = {"uniform": _uniform, "kaiming": _kaiming, "glorot": _glorot}
 
 
@@ -88,7 +98,11 @@ def _initial_values(init, seed, nin, nout):
         except (KeyError, TypeError):
             raise ValueError(f"init must be one of {sorted(INITS)} or a callable, not {init!r}") from None
     weights, biases = init(np.random.default_rng(seed), nin, nout)
-    return np.asarray(weights, dtype=np.float64), np.asarray(biases, dtype=np.float64)
+    weights, biases = np.asarray(weights, dtype=np.float64), np.asarray(biases, dtype=np.float64)
+    if weights.shape != (nout, nin) or biases.shape != (nout,):
+        raise ValueError(f"init gave weights of shape {weights.shape} and biases of shape {biases.shape}, "
+                         f"not ({nout}, {nin}) and ({nout},)")
+    return weights, biases
 
 
 def _count(name, n):
@@ -108,7 +122,8 @@ def _tape(tape):
 # ---- modules ----------------------------------------------------------------------
 
 class Module:
-    """What every model has: parameters (leaves of `self.tape`) and a call."""
+    """What every model has: `tape`, `nin` inputs, `nout` outputs, its
+    parameters (leaves of the tape) and a call that appends its graph."""
 
     def parameters(self):
         return []
@@ -164,11 +179,14 @@ class Neuron(Module):
         self.activation = activation
         self.nin, self.nout = len(self.w), 1
 
-    def _forward(self, x):
+    def _output(self, x):
         act = self.b  # summed in micrograd's order, b + w0 x0 + w1 x1 + ...
         for wi, xi in zip(self.w, x):
             act = act + wi * xi
-        return [self.activation(act)]
+        return self.activation(act)
+
+    def _forward(self, x):
+        return [self._output(x)]
 
     def parameters(self):
         return self.w + [self.b]
@@ -193,7 +211,7 @@ class Layer(Module):
         self.nin, self.nout = nin, nout
 
     def _forward(self, x):
-        return [n._forward(x)[0] for n in self.neurons]
+        return [n._output(x) for n in self.neurons]
 
     def parameters(self):
         return [p for n in self.neurons for p in n.parameters()]
@@ -269,13 +287,12 @@ def load(path, tape=None):
             values = file["parameters"]
         except KeyError as missing:
             raise ValueError(f"{path} is not a saved pyrograd.nn model: it has no {missing}") from None
-    keep = lambda rng, nin, nout: (np.zeros((nout, nin)), np.zeros(nout))  # noqa: E731 (values come next)
     if kind == "Neuron":
-        model = Neuron(nin, activations[0], init=keep, tape=tape)
+        model = Neuron(nin, activations[0], init=_zeros, tape=tape)
     elif kind == "Layer":
-        model = Layer(nin, sizes[0], activations[0], init=keep, tape=tape)
+        model = Layer(nin, sizes[0], activations[0], init=_zeros, tape=tape)
     elif kind == "MLP":
-        model = MLP(nin, sizes, activations=activations, init=keep, tape=tape)
+        model = MLP(nin, sizes, activations=activations, init=_zeros, tape=tape)
     else:
         raise ValueError(f"{path} holds a model of unknown kind {kind!r}")
     params = model.parameters()
@@ -365,12 +382,12 @@ class Trainer:
         C, in one call, or in calls of up to 0.1 s to move the progress bar."""
         run = self.optimizer.run
         if not bar.shown:
-            return list(run(sample_loss, inputs, data, epochs, reduction="mean"))
+            return run(sample_loss, inputs, data, epochs, reduction="mean").tolist()
         losses, chunk = [], 1
         while len(losses) < epochs:
             n = min(chunk, epochs - len(losses))
             start = time.perf_counter()
-            losses.extend(run(sample_loss, inputs, data, n, reduction="mean"))
+            losses.extend(run(sample_loss, inputs, data, n, reduction="mean").tolist())
             bar.update(n, losses[-1])
             chunk = 2 * n if time.perf_counter() - start < 0.05 else n
         return losses
@@ -463,7 +480,8 @@ class _Progress:
         if now - self._last >= 0.1 or self._done == self._epochs:
             self._last = now
             rate = self._done / max(now - self._start, 1e-9)
-            sys.stderr.write(f"\repoch {self._done}/{self._epochs}  loss {loss:.4g}  {rate:.0f} epochs/s")
+            line = f"epoch {self._done}/{self._epochs}  loss {loss:.4g}  {rate:.0f} epochs/s"
+            sys.stderr.write("\r" + line.ljust(60))  # the padding covers a longer last line
             sys.stderr.flush()
 
     def close(self):
