@@ -99,8 +99,10 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
 /* As in sweep.c, a row whose adjoint is zero contributes nothing: adding
    -0.0 leaves every number as it is (even -0.0), so the select gives the
    skip's result bit for bit without a branch, and the loop vectorizes.
-   A 0 * inf that the select discards raises no trap: none are enabled. */
-#define SKIP_ZERO(g, term) ((g) != 0 ? (g) * (term) : -0.0)
+   The product is computed for every row (a 0 * inf that the select then
+   discards raises no trap: none are enabled). */
+#define SKIP_ZERO(g, term) select_nonzero((g), (g) * (term))
+static inline double select_nonzero(double g, double product) { return g != 0 ? product : -0.0; }
 #define REV_K0(d_dx, d_dy)
 #define REV_K1(d_dx, d_dy)                                               \
     for (size_t r = 0; r < nr; r++) {                                    \
@@ -208,12 +210,15 @@ static void run_rows(worker *w)
             }
             continue;
         }
-        /* Sums in row order, as a Python loop over the rows would add them. */
-        size_t loss = (size_t)job->loss * R;
-        for (size_t r = 0; r < nr; r++) {
-            w->loss_sum += val[loss + r];
-            for (size_t k = 0; k < job->n_wrt; k++)
-                w->grad_sum[k] += job->wrt[k] <= job->loss ? grad[(size_t)job->wrt[k] * R + r] : 0.0;
+        /* Each sum in row order, as a Python loop over the rows adds them. */
+        const double *loss = val + (size_t)job->loss * R;
+        for (size_t r = 0; r < nr; r++) w->loss_sum += loss[r];
+        for (size_t k = 0; k < job->n_wrt; k++) {
+            if (job->wrt[k] > job->loss) continue; /* the loss cannot depend on it */
+            const double *g = grad + (size_t)job->wrt[k] * R;
+            double sum = w->grad_sum[k];
+            for (size_t r = 0; r < nr; r++) sum += g[r];
+            w->grad_sum[k] = sum;
         }
     }
 }
