@@ -66,12 +66,8 @@ def animate(loss, path, vertical=False, fps=2, *, precision=4):
     path = pathlib.Path(path)
     if path.suffix.lower() != ".gif":
         raise ValueError(f"animate writes a .gif file, not {path.name!r}")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 100:
-        raise ValueError(f"fps must be a number of frames per second in (0, 100], not {fps!r}")
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError(f"animate assembles the GIF with Pillow: {_INSTALL_PILLOW}") from None
+    _check_fps(fps)
+    Image = _pillow()
 
     loss.backprop()
     tape = loss.tape
@@ -89,16 +85,40 @@ def animate(loss, path, vertical=False, fps=2, *, precision=4):
     backward = nodes[::-1]
     frames += [frame(i, None, set(backward[:k + 1])) for k, i in enumerate(backward)]
 
-    # One size for every frame, so the picture does not jump: each one centered on white.
-    width = max(f.width for f in frames)
-    height = max(f.height for f in frames)
-    padded = []
-    for f in frames:
+    return save_gif(frames, path, fps)
+
+
+def save_gif(images, path, fps):
+    """Writes Pillow images as an endless GIF at `fps` frames per second; the
+    frames are padded to one size (each centered on white), so the picture
+    does not jump.  The examples use it for their matplotlib frames."""
+    _check_fps(fps)
+    Image = _pillow()
+    if not images:
+        raise ValueError("a GIF needs at least one frame")
+    width = max(image.width for image in images)
+    height = max(image.height for image in images)
+    frames = []
+    for image in images:
         canvas = Image.new("RGB", (width, height), "white")
-        canvas.paste(f, ((width - f.width) // 2, (height - f.height) // 2))
-        padded.append(canvas)
-    padded[0].save(path, save_all=True, append_images=padded[1:], duration=round(1000 / fps), loop=0)
-    return path
+        canvas.paste(image.convert("RGB"), ((width - image.width) // 2, (height - image.height) // 2))
+        frames.append(canvas)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    return pathlib.Path(path)
+
+
+def _check_fps(fps):
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 100:
+        raise ValueError(f"fps must be a number of frames per second in (0, 100], not {fps!r}")
+
+
+def _pillow():
+    """PIL.Image, or an ImportError that says what to install."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(f"pyrograd assembles GIFs with Pillow: {_INSTALL_PILLOW}") from None
+    return Image
 
 
 def _run_dot(text, image_format):
