@@ -5,7 +5,8 @@ sampled at x = -4.0, -3.9, ..., 3.9 (80 samples), from mu = 0, sigma = 1,
 s = 1, by 100 epochs of gradient descent at rate 0.01 on the squared error
 summed over the samples: one grad_batch and one SGD step an epoch.  It
 reaches rustograd's mu = 1.2000, sigma = 0.59576, s = 0.74520.  Draws the
-curve at each epoch as a GIF, and the model's graph with values and grads.
+curve at each epoch as a GIF, and the model's graph with values and grads
+(at x = 1, from the start).
 
     python examples/curve_fit.py [--quick] [--out DIR]
 """
@@ -89,9 +90,9 @@ def draw(fitted, history, losses, out, frames):
     if shutil.which("dot") is None:
         print("no curve_fit_graph.svg: graphviz's dot is not installed (apt-get install graphviz)")
         return
-    # The graph at the first sample, with the fitted parameters.
-    tape.set_values(params, history[-1])
-    tape.set_values([x, y], data[0])
+    # The graph at the sample x = 1, with the starting parameters.
+    tape.set_values(params, history[0])
+    tape.set_values([x, y], data[50])
     loss.backprop()
     pg.render(loss, out / "curve_fit_graph.svg", show_values=True)
 

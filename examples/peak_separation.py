@@ -120,7 +120,7 @@ def main(argv=None):
     print(f"largest error {np.abs(history[-1] - TRUTH).max():.2e}, final loss {losses[-1]:.2e}")
     args.out.mkdir(parents=True, exist_ok=True)
     # Frames at epochs spaced evenly on a log scale: the peaks move most at first.
-    frames = np.unique(np.geomspace(1, EPOCHS + 1, 6 if args.quick else 26).round().astype(int) - 1)
+    frames = np.unique(np.geomspace(1, EPOCHS + 1, 6 if args.quick else 22).round().astype(int) - 1)
     draw(fitted, history, args.out, frames)
     print(f"pictures in {args.out}/: peak_separation.gif")
 
