@@ -1,7 +1,8 @@
 """Pictures as files: a graph rendered by graphviz, and the GIF of a forward
-and a backward pass through it, node by node (rustograd's backprop.gif).
+and a backward pass through it, node by node (rustograd's backprop.gif);
+save_gif, which assembles that GIF, also serves the examples' plots.
 
-Both run graphviz's `dot` program; the GIF is put together with Pillow.
+render and animate run graphviz's `dot` program; GIFs are put together with Pillow.
 Neither is needed by the rest of pyrograd, so both are looked for only here,
 when a picture is asked for.
 """
@@ -58,7 +59,8 @@ def animate(loss, path, vertical=False, fps=2, *, precision=4):
 
     It evaluates and backprops `loss` once, as `loss.backprop()` does, and
     steps through the numbers that left: a slow path for pictures only, which
-    leaves the sweeps themselves untouched.  Needs graphviz's `dot`
+    leaves the sweeps themselves untouched.  Each frame is one run of `dot`,
+    so it is meant for graphs of tens of nodes.  Needs graphviz's `dot`
     (GraphvizNotFoundError otherwise) and Pillow (ImportError otherwise).
     """
     if not isinstance(loss, Term):

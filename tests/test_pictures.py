@@ -78,6 +78,20 @@ def test_render_without_dot_says_how_to_install_it_and_leaves_the_dot_text(no_do
     assert y.value == 18648.0  # the tape is still usable
 
 
+def test_render_reports_a_failing_dot_and_leaves_the_dot_text(monkeypatch, abc, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dot").write_text("#!/bin/sh\necho 'syntax error near line 1' >&2\nexit 3\n")
+    (fake / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    *_, y = abc
+    with pytest.raises(RuntimeError, match="syntax error near line 1") as caught:
+        pg.render(y, tmp_path / "graph.png")
+    assert not isinstance(caught.value, pg.GraphvizNotFoundError)
+    assert (tmp_path / "graph.dot").read_text() == y.dot()
+    assert not (tmp_path / "graph.png").exists()
+
+
 def test_animate_without_dot(no_dot, abc, tmp_path):
     pytest.importorskip("PIL")
     *_, y = abc
@@ -185,3 +199,19 @@ def test_animate_without_pillow_says_what_to_install(abc, tmp_path, monkeypatch)
     with pytest.raises(ImportError, match=r"pip install 'pyrograd\[viz\]'"):
         pg.animate(y, tmp_path / "anim.gif")
     assert not (tmp_path / "anim.gif").exists()
+
+
+def test_save_gif_pads_every_frame_to_one_size(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    images = [Image.new("RGB", (40, 10), "red"), Image.new("RGBA", (10, 30), "blue"), Image.new("L", (20, 20), 0)]
+    path = pg.pictures.save_gif(images, str(tmp_path / "frames.gif"), fps=5)
+    frames, durations = gif_frames(path)
+    assert [f.size for f in frames] == [(40, 30)] * 3
+    assert durations == [200] * 3
+    # The small frames sit centered on white.
+    blue = np.asarray(frames[1])
+    assert tuple(blue[0, 0]) == (255, 255, 255) and tuple(blue[15, 20]) == (0, 0, 255)
+    with pytest.raises(ValueError, match="at least one frame"):
+        pg.pictures.save_gif([], tmp_path / "empty.gif", fps=5)
+    with pytest.raises(ValueError, match="fps"):
+        pg.pictures.save_gif(images, tmp_path / "bad.gif", fps=0)
