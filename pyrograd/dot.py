@@ -10,27 +10,24 @@ from ._binding import OP_ARITY, OP_LABELS, OPS, ffi, lib
 _CONST, _CALL = OPS["const"], OPS["call"]
 
 
-def to_dot(tape, root=None, show_values=False, precision=4, highlight=(), rankdir="LR"):
+def to_dot(tape, root=None, show_values=False, precision=4, highlight=(), rankdir="LR",
+           _values_known=None, _grads_known=None):
     """DOT text of `tape`, or only of what Term `root` depends on.
 
     show_values  also print each node's value and grad (from the last backprop)
     precision    significant digits of printed numbers
     highlight    terms drawn in red (e.g. the node an animation is at)
     rankdir      "LR" (left to right) or "TB" (top to bottom)
+
+    _values_known and _grads_known are for pyrograd.pictures.animate: with
+    show_values, only the nodes (indices) in them print their value or grad,
+    the others an empty "value =" or "grad =", as if not computed yet.
     """
     if rankdir not in ("LR", "TB"):
         raise ValueError(f"rankdir must be 'LR' or 'TB', not {rankdir!r}")
     if not isinstance(precision, int) or precision < 1:
         raise ValueError(f"precision must be a positive int, not {precision!r}")
-    n = len(tape) if root is None else root.index + 1
-    ops = np.empty(n, np.uint8)
-    a = np.empty(n, np.uint32)
-    b = np.empty(n, np.uint32)
-    tape._check(lib.pg_export(tape._ptr, 0, n, ffi.from_buffer("uint8_t[]", ops),
-                              ffi.from_buffer("uint32_t[]", a), ffi.from_buffer("uint32_t[]", b)))
-    arity = np.asarray(OP_ARITY)[ops]
-    shown = _reachable(root, a, b, arity) if root is not None else np.ones(n, bool)
-    nodes = np.flatnonzero(shown).astype(np.uint32)
+    nodes, ops, a, b, arity = _graph(tape, root)
 
     values = grads = None
     if show_values and len(nodes):
@@ -52,7 +49,9 @@ def to_dot(tape, root=None, show_values=False, precision=4, highlight=(), rankdi
     for k, i in enumerate(nodes.tolist()):
         label = _label(tape, i, ops[i], b[i], number, values[k] if values is not None else None)
         if values is not None:
-            label += f"\\nvalue = {number(values[k])}\\ngrad = {number(grads[k])}"
+            value = number(values[k]) if _values_known is None or i in _values_known else ""
+            grad = number(grads[k]) if _grads_known is None or i in _grads_known else ""
+            label += f"\\nvalue = {value}\\ngrad = {grad}"
         style = ', color="red", fontcolor="red", penwidth=2' if i in red else ""
         lines.append(f'  n{i} [label="{label}"{style}];')
     for i in nodes.tolist():
@@ -60,6 +59,24 @@ def to_dot(tape, root=None, show_values=False, precision=4, highlight=(), rankdi
             lines.append(f"  n{operand} -> n{i};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def drawn_nodes(tape, root=None):
+    """The indices of the nodes to_dot(tape, root) draws, in tape order."""
+    return _graph(tape, root)[0]
+
+
+def _graph(tape, root):
+    """(nodes drawn, and for every node up to root: op, operands, arity)."""
+    n = len(tape) if root is None else root.index + 1
+    ops = np.empty(n, np.uint8)
+    a = np.empty(n, np.uint32)
+    b = np.empty(n, np.uint32)
+    tape._check(lib.pg_export(tape._ptr, 0, n, ffi.from_buffer("uint8_t[]", ops),
+                              ffi.from_buffer("uint32_t[]", a), ffi.from_buffer("uint32_t[]", b)))
+    arity = np.asarray(OP_ARITY)[ops]
+    shown = _reachable(root, a, b, arity) if root is not None else np.ones(n, bool)
+    return np.flatnonzero(shown).astype(np.uint32), ops, a, b, arity
 
 
 def _reachable(root, a, b, arity):

@@ -26,3 +26,7 @@ class TapeBusyError(PyrogradError, RuntimeError):
 
 class DerivativeError(PyrogradError):
     """A derivative was needed that a user function does not provide."""
+
+
+class GraphvizNotFoundError(PyrogradError, RuntimeError):
+    """A picture was asked for, and graphviz's `dot` program is not installed."""
