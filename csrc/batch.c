@@ -21,10 +21,15 @@
 #include <string.h>
 
 /* Rows per block, and the most workspace a block may take per thread. */
-#define PG_BLOCK 16
+#define PG_BLOCK 32
 #define PG_BLOCK_BYTES (8u << 20)
 
-/* One op node of a plan. */
+#define NONE UINT32_MAX
+
+/* One op node of a plan.  i, a and b are workspace slots, not node
+   indices (b is the aux index of K1 and KF ops): a plan numbers only the
+   nodes it touches, so the workspace of a small model on a big tape stays
+   small, and each block zeroes and fills only what it uses. */
 typedef struct instr {
     uint32_t i, a, b;
     uint8_t op;
@@ -32,24 +37,27 @@ typedef struct instr {
 
 /* What every thread of a batch reads. */
 typedef struct batch {
-    const uint32_t *inputs;
-    size_t n_in;
     const double *data; /* rows x n_in, row-major */
-    size_t rows;
-    uint32_t top;       /* the workspace holds nodes [0, top] */
-    uint32_t from;      /* rows re-evaluate the nodes they need in [from, top] */
+    size_t rows, n_in;
+    const uint32_t *input_slot; /* n_in: where each column goes, NONE if unused */
+    size_t slots;       /* the workspace holds val[slot * R + r] */
     size_t block;       /* rows per block, R */
     const instr *fwd, *rev;
     size_t n_fwd, n_rev;
+    /* Slots whose value is the same for every row (parameters, constants,
+       nodes that do not depend on the inputs), copied from fixed_node. */
+    const uint32_t *fixed_slot, *fixed_node;
+    size_t n_fixed;
 
     /* eval_batch: outputs are copied to result (rows x n_out). */
-    const uint32_t *outputs;
+    const uint32_t *output_slot;
     size_t n_out;
     double *result;
 
-    /* grad_batch: the reverse sweep covers the loss's cone above bottom. */
-    uint32_t loss, bottom;
-    const uint32_t *wrt;
+    /* grad_batch: d loss / d wrt[k] is the grad of slot wrt_slot[k], or 0
+       where it is NONE (the loss does not depend on that node). */
+    uint32_t loss_slot;
+    const uint32_t *wrt_slot;
     size_t n_wrt;
 } batch;
 
@@ -58,7 +66,7 @@ typedef struct worker {
     const batch *job;
     pg_sweep sweep;
     size_t r0, r1;
-    double *val, *grad; /* (top + 1) x R each */
+    double *val, *grad; /* slots x R each */
     double *grad_sum;   /* n_wrt partial sums */
     double loss_sum;
     pthread_t thread;
@@ -109,20 +117,22 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
         double g = G[r], x = X[r], v = V[r]; (void)x; (void)v;           \
         GX[r] += SKIP_ZERO(g, d_dx);                                     \
     }
+/* One loop for each operand's grad, so that each loop stores to one array
+   and vectorizes.  Where both operands are one node (x * x), each row still
+   adds d/dx first and d/dy second, as the scalar sweep does. */
+#define REV_ADD(GOUT, d)                                                 \
+    { double *restrict GO = (GOUT);                                      \
+      for (size_t r = 0; r < nr; r++) {                                  \
+          double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
+          GO[r] += SKIP_ZERO(g, d);                                      \
+      } }
 #define REV_K2(d_dx, d_dy)                                               \
-    { const double *Y = val + (size_t)ib * R;                            \
-      double *GY = grad + (size_t)ib * R;                                \
-      for (size_t r = 0; r < nr; r++) {                                  \
-          double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
-          GX[r] += SKIP_ZERO(g, d_dx);                                   \
-          GY[r] += SKIP_ZERO(g, d_dy);                                   \
-      } }
+    { const double *restrict Y = val + (size_t)ib * R;                   \
+      REV_ADD(GX, d_dx)                                                  \
+      REV_ADD(grad + (size_t)ib * R, d_dy) }
 #define REV_KC(d_dx, d_dy)                                               \
-    { const double *Y = val + (size_t)ib * R;                            \
-      for (size_t r = 0; r < nr; r++) {                                  \
-          double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
-          GX[r] += SKIP_ZERO(g, d_dx);                                   \
-      } }
+    { const double *restrict Y = val + (size_t)ib * R;                   \
+      REV_ADD(GX, d_dx) }
 #define REV_KA(d_dx, d_dy) REV_K2(d_dx, d_dy)
 /* A user function is not called for rows that do not need it. */
 #define REV_KF(d_dx, d_dy)                                               \
@@ -139,8 +149,9 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
     for (size_t k = 0; k < job->n_rev; k++) {
         const instr in = job->rev[k];
         const uint32_t ib = in.b;
-        const double *V = val + (size_t)in.i * R, *X = val + (size_t)in.a * R;
-        const double *G = grad + (size_t)in.i * R;
+        /* Slots i and a differ, and values never alias grads. */
+        const double *restrict V = val + (size_t)in.i * R, *restrict X = val + (size_t)in.a * R;
+        const double *restrict G = grad + (size_t)in.i * R;
         double *GX = grad + (size_t)in.a * R;
         switch (in.op) {
 #define PG_REV_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
@@ -159,8 +170,7 @@ static void load_row(const batch *job, double *val, size_t row, size_t r)
     const size_t R = job->block;
     const double *data = job->data + row * job->n_in;
     for (size_t k = 0; k < job->n_in; k++)
-        if (job->inputs[k] <= job->top) /* else nothing here depends on it */
-            val[(size_t)job->inputs[k] * R + r] = data[k];
+        if (job->input_slot[k] != NONE) val[(size_t)job->input_slot[k] * R + r] = data[k];
 }
 
 /* Forward, and for a gradient reverse, over the first nr slots. */
@@ -169,9 +179,9 @@ static void sweep_block(worker *w, size_t nr)
     const batch *job = w->job;
     const size_t R = job->block;
     forward_block(&w->sweep, job, w->val, nr);
-    if (job->outputs) return;
-    memset(w->grad + (size_t)job->bottom * R, 0, ((size_t)job->loss - job->bottom + 1) * R * sizeof *w->grad);
-    for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss * R + r] = 1.0;
+    if (job->output_slot) return;
+    memset(w->grad, 0, job->slots * R * sizeof *w->grad);
+    for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss_slot * R + r] = 1.0;
     reverse_block(&w->sweep, job, w->val, w->grad, nr);
 }
 
@@ -203,19 +213,19 @@ static void run_rows(worker *w)
             find_first_failure(w, r0, nr);
             return;
         }
-        if (job->outputs) {
+        if (job->output_slot) {
             for (size_t r = 0; r < nr; r++) {
                 double *out = job->result + (r0 + r) * job->n_out;
-                for (size_t k = 0; k < job->n_out; k++) out[k] = val[(size_t)job->outputs[k] * R + r];
+                for (size_t k = 0; k < job->n_out; k++) out[k] = val[(size_t)job->output_slot[k] * R + r];
             }
             continue;
         }
         /* Each sum in row order, as a Python loop over the rows adds them. */
-        const double *loss = val + (size_t)job->loss * R;
+        const double *loss = val + (size_t)job->loss_slot * R;
         for (size_t r = 0; r < nr; r++) w->loss_sum += loss[r];
         for (size_t k = 0; k < job->n_wrt; k++) {
-            if (job->wrt[k] > job->loss) continue; /* the loss cannot depend on it */
-            const double *g = grad + (size_t)job->wrt[k] * R;
+            if (job->wrt_slot[k] == NONE) continue; /* the loss does not depend on it */
+            const double *g = grad + (size_t)job->wrt_slot[k] * R;
             double sum = w->grad_sum[k];
             for (size_t r = 0; r < nr; r++) sum += g[r];
             w->grad_sum[k] = sum;
@@ -231,10 +241,29 @@ static void *thread_main(void *arg)
 
 /* ---- plans ------------------------------------------------------------------- */
 
+/* What the caller asks for, in node indices; checked before planning. */
+typedef struct request {
+    const uint32_t *inputs;
+    size_t n_in;
+    const double *data;
+    size_t rows;
+    uint32_t top;  /* the highest node needed */
+    uint32_t from; /* the first input: nodes below it are the same for every row */
+    /* eval_batch */
+    const uint32_t *outputs;
+    size_t n_out;
+    double *result;
+    /* grad_batch: the reverse sweep covers the loss's cone above bottom */
+    uint32_t loss, bottom, penalty;
+    const uint32_t *wrt;
+    size_t n_wrt;
+} request;
+
 /* The op nodes in [from, top] that the marked nodes need, in evaluation
    order (backward = 0) or reverse order (backward = 1).  mark[i] says that
-   node i is needed; it is spread to the operands here.  Returns the count
-   written to plan. */
+   node i is needed; it is spread to the operands here, so afterwards every
+   node the plan reads is marked.  Returns the count written to plan, whose
+   entries still hold node indices. */
 static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t top, int backward,
                         instr *plan)
 {
@@ -256,12 +285,24 @@ static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t
     return n;
 }
 
+/* Renumbers a plan's node indices as slots. */
+static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        plan[k].a = slot[plan[k].a];
+        if (pg_op_arity(t->op[plan[k].i]) == 2) plan[k].b = slot[plan[k].b];
+        plan[k].i = slot[plan[k].i];
+    }
+}
+
 /* ---- a batch, ready to run as often as needed --------------------------------- */
 
 struct pg_batch {
     pg_tape *t;
     batch job;
-    instr *plan;   /* job.fwd and job.rev point into it */
+    uint32_t from, top, penalty;
+    const uint32_t *wrt; /* node indices, for the grads left on the tape */
+    void *plan;          /* one allocation: instrs, then the uint32 arrays */
     worker *w;
     int threads;
     int mean;
@@ -270,9 +311,9 @@ struct pg_batch {
 /* Brings the nodes below the first input up to date on the tape: rows copy
    them.  Nodes from the first input on are left alone: evaluating them at
    the inputs' own values could fail where every row would succeed. */
-static int eval_fixed(pg_tape *t, const batch *job)
+static int eval_fixed(pg_tape *t, uint32_t from, uint32_t top)
 {
-    return pg__eval_to(t, job->from <= job->top ? job->from : job->top + 1);
+    return pg__eval_to(t, from <= top ? from : top + 1);
 }
 
 void pg__batch_close(pg_batch *b)
@@ -285,62 +326,107 @@ void pg__batch_close(pg_batch *b)
     pg__alloc(t, b, 0);
 }
 
-/* Plans the job and allocates its workers.  job->top, from, loss, bottom and
-   the arrays are set by the caller, who has checked every index. */
-static int open_batch(pg_tape *t, const batch *job, int threads, int mean, pg_batch **out)
+/* Plans the request and allocates its workers.  Every index in req has
+   been checked by the caller. */
+static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_batch **out)
 {
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     if (t->busy) return pg__busy(t);
-    if ((size_t)threads > job->rows) threads = job->rows ? (int)job->rows : 1;
-    int rc = eval_fixed(t, job);
+    if ((size_t)threads > req->rows) threads = req->rows ? (int)req->rows : 1;
+    int rc = eval_fixed(t, req->from, req->top);
     if (rc) return rc;
 
-    int grads = job->outputs == NULL;
-    size_t nodes = (size_t)job->top + 1;
-    size_t per_node = grads ? 2 : 1;
-    size_t R = PG_BLOCK_BYTES / (nodes * per_node * sizeof(double));
-    R = R < 1 ? 1 : R > PG_BLOCK ? PG_BLOCK : R;
-    if (nodes > SIZE_MAX / sizeof(double) / per_node / PG_BLOCK / 2)
+    int grads = req->outputs == NULL;
+    size_t nodes = (size_t)req->top + 1;
+    if (nodes > SIZE_MAX / (2 * sizeof(instr) + 3 * sizeof(uint32_t)) / 2)
         return pg__fail(t, PG_ENOMEM, "a batch over %zu nodes is too big", nodes);
-    size_t doubles = nodes * R * per_node + job->n_wrt;
 
+    /* One allocation for the plans (at most nodes instrs each way) and the
+       slot arrays; mark and slot are scratch, freed before returning. */
+    size_t n_small = req->n_in + req->n_out + req->n_wrt;
     pg_batch *b = pg__alloc(t, NULL, sizeof *b);
-    if (!b) return pg__fail(t, PG_ENOMEM, "out of memory for a batch");
-    *b = (pg_batch){t, *job, NULL, NULL, 0, mean};
-    b->job.block = R;
-    b->plan = pg__alloc(t, NULL, nodes * 2 * sizeof *b->plan);
     uint8_t *mark = pg__alloc(t, NULL, nodes);
-    b->w = pg__alloc(t, NULL, (size_t)threads * sizeof *b->w);
-    if (!b->plan || !mark || !b->w) goto nomem;
-
-    memset(mark, 0, nodes);
-    if (grads) mark[job->loss] = 1;
-    else
-        for (size_t k = 0; k < job->n_out; k++) mark[job->outputs[k]] = 1;
-    b->job.fwd = b->plan;
-    b->job.n_fwd = make_plan(t, mark, job->from, job->top, 0, b->plan);
-    b->job.rev = b->plan + nodes;
-    if (grads) {
-        memset(mark, 0, nodes);
-        mark[job->loss] = 1;
-        b->job.n_rev = make_plan(t, mark, job->bottom + 1, job->loss, 1, b->plan + nodes);
+    uint32_t *slot = pg__alloc(t, NULL, nodes * sizeof *slot);
+    void *plan = pg__alloc(t, NULL, nodes * 2 * sizeof(instr) + (n_small + 2 * nodes) * sizeof(uint32_t));
+    if (!b || !mark || !slot || !plan) {
+        pg__alloc(t, b, 0);
+        pg__alloc(t, mark, 0);
+        pg__alloc(t, slot, 0);
+        pg__alloc(t, plan, 0);
+        return pg__fail(t, PG_ENOMEM, "out of memory planning a batch over %zu nodes", nodes);
     }
-    pg__alloc(t, mark, 0);
-    mark = NULL;
+    *b = (pg_batch){.t = t, .from = req->from, .top = req->top, .penalty = req->penalty,
+                    .wrt = req->wrt, .plan = plan, .mean = mean};
+    instr *fwd = plan, *rev = fwd + nodes;
+    uint32_t *input_slot = (uint32_t *)(rev + nodes), *output_slot = input_slot + req->n_in;
+    uint32_t *wrt_slot = output_slot + req->n_out;
+    uint32_t *fixed_slot = wrt_slot + req->n_wrt, *fixed_node = fixed_slot + nodes;
+    batch *job = &b->job;
+    *job = (batch){.data = req->data, .rows = req->rows, .n_in = req->n_in, .input_slot = input_slot,
+                   .fwd = fwd, .rev = rev, .fixed_slot = fixed_slot, .fixed_node = fixed_node,
+                   .n_out = req->n_out, .result = req->result, .n_wrt = req->n_wrt,
+                   .wrt_slot = wrt_slot};
 
+    /* The reverse plan first, while mark holds only its cone: which wrt
+       nodes the loss depends on. */
+    memset(mark, 0, nodes);
+    if (grads) {
+        mark[req->loss] = 1;
+        job->n_rev = make_plan(t, mark, req->bottom + 1, req->loss, 1, rev);
+        for (size_t k = 0; k < req->n_wrt; k++)
+            wrt_slot[k] = req->wrt[k] <= req->loss && mark[req->wrt[k]] ? 0 : NONE;
+    } else {
+        for (size_t k = 0; k < req->n_out; k++) mark[req->outputs[k]] = 1;
+    }
+    /* The forward plan adds what rows compute to the marks (a superset of
+       the reverse cone above the first input). */
+    job->n_fwd = make_plan(t, mark, req->from, req->top, 0, fwd);
+
+    /* Slots in node order, for every marked node. */
+    uint32_t slots = 0;
+    for (size_t i = 0; i < nodes; i++) slot[i] = mark[i] ? slots++ : NONE;
+    job->slots = slots;
+    to_slots(t, slot, fwd, job->n_fwd);
+    to_slots(t, slot, rev, job->n_rev);
+    for (size_t k = 0; k < req->n_in; k++) input_slot[k] = req->inputs[k] <= req->top ? slot[req->inputs[k]] : NONE;
+    for (size_t k = 0; k < req->n_out; k++) output_slot[k] = slot[req->outputs[k]];
+    if (grads) {
+        job->loss_slot = slot[req->loss];
+        for (size_t k = 0; k < req->n_wrt; k++)
+            if (wrt_slot[k] != NONE) wrt_slot[k] = slot[req->wrt[k]];
+    } else {
+        job->output_slot = output_slot;
+    }
+    /* Fixed: marked nodes that no row computes or loads (inputs are leaves
+       at or above from, and every op node there is in the forward plan). */
+    for (size_t k = 0; k < req->n_in; k++)
+        if (input_slot[k] != NONE) mark[req->inputs[k]] = 2;
+    for (size_t i = 0; i < nodes; i++)
+        if (mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0)) {
+            fixed_slot[job->n_fixed] = slot[i];
+            fixed_node[job->n_fixed++] = (uint32_t)i;
+        }
+    pg__alloc(t, mark, 0);
+    pg__alloc(t, slot, 0);
+
+    size_t per_node = grads ? 2 : 1, room = slots ? slots : 1;
+    size_t R = PG_BLOCK_BYTES / (room * per_node * sizeof(double));
+    job->block = R = R < 1 ? 1 : R > PG_BLOCK ? PG_BLOCK : R;
+    size_t doubles = room * R * per_node + req->n_wrt;
+    b->w = pg__alloc(t, NULL, (size_t)threads * sizeof *b->w);
+    if (!b->w) goto nomem;
     for (; b->threads < threads; b->threads++) {
         int k = b->threads;
         double *block = pg__alloc(t, NULL, doubles * sizeof *block);
         if (!block) goto nomem;
-        b->w[k] = (worker){&b->job, {t, PG_OK, 0, 0, 0}, job->rows * k / threads,
-                           job->rows * (k + 1) / threads, block, grads ? block + nodes * R : NULL,
-                           block + doubles - job->n_wrt, 0.0, 0, 0};
+        b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, req->rows * k / threads,
+                           req->rows * (k + 1) / threads, block, grads ? block + room * R : NULL,
+                           block + doubles - req->n_wrt, 0.0, 0, 0};
     }
     *out = b;
     return PG_OK;
 
 nomem:
-    pg__alloc(t, mark, 0);
     pg__batch_close(b);
     return pg__fail(t, PG_ENOMEM, "out of memory for a batch over %zu nodes and %d threads", nodes, threads);
 }
@@ -349,16 +435,19 @@ nomem:
 static int run_batch(pg_batch *b)
 {
     pg_tape *t = b->t;
+    const batch *job = &b->job;
     if (t->busy) return pg__busy(t);
-    int rc = eval_fixed(t, &b->job); /* parameters may have moved */
+    int rc = eval_fixed(t, b->from, b->top); /* parameters may have moved */
     if (rc) return rc;
-    size_t nodes = (size_t)b->job.top + 1, R = b->job.block;
+    const size_t R = job->block;
     for (int k = 0; k < b->threads; k++) {
         worker *w = &b->w[k];
         /* Every row starts from the tape's values (parameters, constants). */
-        for (size_t i = 0; i < nodes; i++)
-            for (size_t r = 0; r < R; r++) w->val[i * R + r] = t->value[i];
-        memset(w->grad_sum, 0, b->job.n_wrt * sizeof *w->grad_sum);
+        for (size_t f = 0; f < job->n_fixed; f++) {
+            double v = t->value[job->fixed_node[f]], *slot = w->val + (size_t)job->fixed_slot[f] * R;
+            for (size_t r = 0; r < R; r++) slot[r] = v;
+        }
+        memset(w->grad_sum, 0, job->n_wrt * sizeof *w->grad_sum);
         w->loss_sum = 0.0;
         w->sweep.status = PG_OK;
     }
@@ -396,38 +485,73 @@ static int check_inputs(pg_tape *t, const uint32_t *inputs, size_t n_in, uint32_
 int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint32_t *inputs, size_t n_in,
                   const double *data, size_t rows, int threads, double *result)
 {
-    batch job = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows,
-                 .outputs = outputs, .n_out = n_out, .result = result};
-    int rc = check_inputs(t, inputs, n_in, &job.from);
+    request req = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows,
+                   .outputs = outputs, .n_out = n_out, .result = result, .penalty = NONE};
+    int rc = check_inputs(t, inputs, n_in, &req.from);
     if (rc) return rc;
     for (size_t k = 0; k < n_out; k++) {
         PG_CHECK_NODE(t, outputs[k]);
-        if (outputs[k] > job.top) job.top = outputs[k];
+        if (outputs[k] > req.top) req.top = outputs[k];
     }
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     if (n_out == 0 || rows == 0) return PG_OK;
     pg_batch *b;
-    rc = open_batch(t, &job, threads, 0, &b);
+    rc = open_batch(t, &req, threads, 0, &b);
     if (rc) return rc;
     rc = run_batch(b);
     pg__batch_close(b);
     return rc;
 }
 
-int pg__batch_open_grad(pg_tape *t, uint32_t loss, const uint32_t *inputs, size_t n_in, const double *data,
-                        size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads, pg_batch **out)
+/* Fails unless node `penalty` is the same for every row: it must not
+   depend on an input. */
+static int check_penalty(pg_tape *t, uint32_t penalty, const uint32_t *inputs, size_t n_in, uint32_t from)
 {
-    batch job = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows, .top = loss,
-                 .loss = loss, .bottom = loss, .wrt = wrt, .n_wrt = n_wrt};
+    if (penalty < from) return PG_OK; /* built before any input */
+    size_t n = (size_t)penalty - from + 1;
+    uint8_t *mark = pg__alloc(t, NULL, n);
+    if (!mark) return pg__fail(t, PG_ENOMEM, "out of memory checking the penalty");
+    memset(mark, 0, n);
+    mark[n - 1] = 1;
+    for (uint32_t i = penalty + 1; i-- > from;) {
+        if (!mark[i - from]) continue;
+        int operands = pg_op_arity(t->op[i]);
+        if (operands >= 1 && t->a[i] >= from) mark[t->a[i] - from] = 1;
+        if (operands == 2 && t->b[i] >= from) mark[t->b[i] - from] = 1;
+    }
+    for (size_t k = 0; k < n_in; k++)
+        if (inputs[k] <= penalty && mark[inputs[k] - from]) {
+            pg__alloc(t, mark, 0);
+            return pg__fail(t, PG_EINVAL, "the penalty (node %u) depends on input %zu (node %u): "
+                            "it must be the same for every row", (unsigned)penalty, k, (unsigned)inputs[k]);
+        }
+    pg__alloc(t, mark, 0);
+    return PG_OK;
+}
+
+int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                        const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
+                        int threads, pg_batch **out)
+{
+    request req = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows, .top = loss,
+                   .loss = loss, .bottom = loss, .penalty = NONE, .wrt = wrt, .n_wrt = n_wrt};
     PG_CHECK_NODE(t, loss);
-    int rc = check_inputs(t, inputs, n_in, &job.from);
+    int rc = check_inputs(t, inputs, n_in, &req.from);
     if (rc) return rc;
     for (size_t k = 0; k < n_wrt; k++) {
         PG_CHECK_NODE(t, wrt[k]);
-        if (wrt[k] < job.bottom) job.bottom = wrt[k];
+        if (wrt[k] < req.bottom) req.bottom = wrt[k];
+    }
+    if (penalty >= 0) {
+        if (penalty >= (int64_t)t->n)
+            return pg__fail(t, PG_EINVAL, "the penalty, node %lld, does not exist (the tape has %u nodes)",
+                            (long long)penalty, (unsigned)t->n);
+        rc = check_penalty(t, (uint32_t)penalty, inputs, n_in, req.from);
+        if (rc) return rc;
+        req.penalty = (uint32_t)penalty;
     }
     if (mean && rows == 0) return pg__fail(t, PG_EINVAL, "the mean of no rows is undefined");
-    return open_batch(t, &job, threads, mean, out);
+    return open_batch(t, &req, threads, mean, out);
 }
 
 int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)
@@ -447,19 +571,26 @@ int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)
         total /= (double)job->rows;
         for (size_t j = 0; j < job->n_wrt; j++) grads_out[j] /= (double)job->rows;
     }
+    /* The penalty, once: its value and gradient from one scalar sweep. */
+    if (b->penalty != NONE) {
+        rc = pg_backprop(t, b->penalty);
+        if (rc) return rc;
+        total += t->value[b->penalty];
+        for (size_t j = 0; j < job->n_wrt; j++) grads_out[j] += t->grad[b->wrt[j]];
+    }
     /* Leave the gradient where an optimizer looks for it. */
     memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
-    for (size_t j = 0; j < job->n_wrt; j++) t->grad[job->wrt[j]] = grads_out[j];
+    for (size_t j = 0; j < job->n_wrt; j++) t->grad[b->wrt[j]] = grads_out[j];
     *loss_out = total;
     return PG_OK;
 }
 
-int pg_grad_batch(pg_tape *t, uint32_t loss, const uint32_t *inputs, size_t n_in, const double *data,
-                  size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads, double *loss_out,
-                  double *grads_out)
+int pg_grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                  const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads,
+                  double *loss_out, double *grads_out)
 {
     pg_batch *b;
-    int rc = pg__batch_open_grad(t, loss, inputs, n_in, data, rows, wrt, n_wrt, mean, threads, &b);
+    int rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, wrt, n_wrt, mean, threads, &b);
     if (rc) return rc;
     rc = pg__batch_grad(b, loss_out, grads_out);
     pg__batch_close(b);

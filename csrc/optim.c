@@ -76,14 +76,14 @@ int pg_optimizer_step(pg_tape *t, pg_optimizer *o)
     return PG_OK;
 }
 
-int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, const uint32_t *inputs, size_t n_in,
+int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
                      const double *data, size_t rows, int mean, int threads, size_t epochs,
                      const double *lrs, double *losses)
 {
     int rc = check_params(t, o);
     if (rc) return rc;
     pg_batch *b;
-    rc = pg__batch_open_grad(t, loss, inputs, n_in, data, rows, o->params, o->n, mean, threads, &b);
+    rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, o->params, o->n, mean, threads, &b);
     if (rc) return rc;
     /* pg__batch_grad returns the gradient here and also leaves it in
        t->grad, which is where step() reads it. */

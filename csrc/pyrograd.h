@@ -133,9 +133,11 @@ int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in);
 int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out,
                   const uint32_t *inputs, size_t n_in, const double *data,
                   size_t rows, int threads, double *result /* rows x n_out */);
-/* The sum (or mean) over rows of loss, and its gradient with respect to each
-   wrt node, which is also left in those nodes' grads. */
-int pg_grad_batch(pg_tape *t, uint32_t loss, const uint32_t *inputs,
+/* The sum (or mean) over rows of loss, plus the node penalty (-1 for none:
+   a term such as an L2 penalty that must not depend on the inputs, so it is
+   evaluated once, not once a row), and the gradient of that with respect
+   to each wrt node, which is also left in those nodes' grads. */
+int pg_grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs,
                   size_t n_in, const double *data, size_t rows,
                   const uint32_t *wrt, size_t n_wrt, int mean, int threads,
                   double *loss_out, double *grads_out /* n_wrt */);
@@ -158,7 +160,7 @@ typedef struct pg_optimizer {
 int pg_optimizer_step(pg_tape *t, pg_optimizer *o);
 /* epochs x (grad_batch over all rows, then a step); lrs (epochs values) or
    NULL for o->lr; losses receives each epoch's loss. */
-int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss,
+int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty,
                      const uint32_t *inputs, size_t n_in, const double *data,
                      size_t rows, int mean, int threads, size_t epochs,
                      const double *lrs, double *losses);

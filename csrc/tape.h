@@ -97,8 +97,9 @@ int pg__sweep_failure(const pg_sweep *s);
 
 /* A grad_batch planned once and run many times (optim.c runs one per epoch). */
 typedef struct pg_batch pg_batch;
-int pg__batch_open_grad(pg_tape *t, uint32_t loss, const uint32_t *inputs, size_t n_in, const double *data,
-                        size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads, pg_batch **out);
+int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                        const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
+                        int threads, pg_batch **out);
 int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out);
 void pg__batch_close(pg_batch *b);
 

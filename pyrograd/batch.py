@@ -136,9 +136,21 @@ def reduction_flag(reduction):
         raise ValueError(f"reduction must be 'sum' or 'mean', not {reduction!r}") from None
 
 
-def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None):
+def penalty_index(tape, penalty):
+    """The node of a penalty Term for C, or -1 for None."""
+    if penalty is None:
+        return -1
+    if type(penalty) is not Term:
+        raise TypeError(f"penalty must be a Term or None, not {type(penalty).__name__}")
+    if penalty.tape is not tape:
+        raise TapeMismatchError("penalty is a Term of another tape")
+    return penalty.index
+
+
+def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None, penalty=None):
     check_loss(tape, loss)
     mean = reduction_flag(reduction)
+    penalty = penalty_index(tape, penalty)
     in_idx, n_in = node_indices(tape, inputs, "inputs")
     wrt_idx, n_wrt = node_indices(tape, wrt, "wrt")
     data = as_array(data, (None, n_in), "data")
@@ -146,7 +158,7 @@ def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None):
     threads = resolve_threads(threads, rows, loss.index + 1)
     total = ffi.new("double *")
     grads_out = np.empty(n_wrt)
-    tape._check(lib.pg_grad_batch(tape._ptr, loss.index, in_idx, n_in,
+    tape._check(lib.pg_grad_batch(tape._ptr, loss.index, penalty, in_idx, n_in,
                                   ffi.from_buffer("double[]", data), rows, wrt_idx, n_wrt, mean,
                                   threads, total, ffi.from_buffer("double[]", grads_out)))
     return total[0], grads_out

@@ -304,8 +304,6 @@ def load(path, tape=None):
 
 # ---- training ---------------------------------------------------------------------
 
-_NO_INPUTS = np.empty((1, 0))  # one row of no data: a grad_batch of a data-free term
-
 
 class Trainer:
     """Fits a model to data with an optimizer and a loss of one sample
@@ -360,7 +358,7 @@ class Trainer:
         size = len(data) if batch_size is None else min(batch_size, len(data))
         bar = _Progress(epochs, progress)
         try:
-            if size == len(data) and self._penalty is None:
+            if size == len(data):
                 return self._run(sample_loss, inputs, data, epochs, bar)
             rng = np.random.default_rng(seed)
             losses = []
@@ -378,16 +376,18 @@ class Trainer:
             bar.close()
 
     def _run(self, sample_loss, inputs, data, epochs, bar):
-        """Full-batch epochs with no regularization: optimizer.run does them in
-        C, in one call, or in calls of up to 0.1 s to move the progress bar."""
-        run = self.optimizer.run
+        """Full-batch epochs: optimizer.run does them in C, in one call, or in
+        calls of up to 0.1 s to move the progress bar."""
+        def run(n):
+            return self.optimizer.run(sample_loss, inputs, data, n, reduction="mean",
+                                      penalty=self._penalty).tolist()
         if not bar.shown:
-            return run(sample_loss, inputs, data, epochs, reduction="mean").tolist()
+            return run(epochs)
         losses, chunk = [], 1
         while len(losses) < epochs:
             n = min(chunk, epochs - len(losses))
             start = time.perf_counter()
-            losses.extend(run(sample_loss, inputs, data, n, reduction="mean").tolist())
+            losses.extend(run(n))
             bar.update(n, losses[-1])
             chunk = 2 * n if time.perf_counter() - start < 0.05 else n
         return losses
@@ -395,11 +395,8 @@ class Trainer:
     def _step(self, sample_loss, inputs, rows):
         """One optimizer step on the mean loss of `rows`, plus the regularization."""
         tape, params = self.model.tape, self.optimizer.params
-        loss, grads = tape.grad_batch(sample_loss, inputs, rows, params, reduction="mean")
-        if self._penalty is not None:
-            penalty, penalty_grads = tape.grad_batch(self._penalty, [], _NO_INPUTS, params)
-            tape.set_grads(params, grads + penalty_grads)
-            loss += penalty
+        loss, _ = tape.grad_batch(sample_loss, inputs, rows, params, reduction="mean",
+                                  penalty=self._penalty)
         self.optimizer.step()
         return loss
 

@@ -68,12 +68,13 @@ class Optimizer:
         """Sets the parameters' grads to 0.0."""
         self.tape._check(lib.pg_zero_grads(self.tape._ptr, self._indices, len(self.params)))
 
-    def run(self, loss, inputs, data, epochs, reduction="sum", threads=None):
+    def run(self, loss, inputs, data, epochs, reduction="sum", threads=None, penalty=None):
         """`epochs` full-batch steps (grad_batch, then step) in one C call;
         returns the loss of every epoch.  Gives exactly what the Python loop
-        of tape.grad_batch and step gives."""
+        of tape.grad_batch and step gives (penalty as in tape.grad_batch)."""
         tape = self.tape
         batch.check_loss(tape, loss)
+        penalty = batch.penalty_index(tape, penalty)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int, not {epochs!r}")
         mean = batch.reduction_flag(reduction)
@@ -86,7 +87,7 @@ class Optimizer:
         self._c.lr = self._lr_at(start)
         losses = np.empty(epochs)
         tape._check(lib.pg_optimizer_run(
-            tape._ptr, self._c, loss.index, in_idx, n_in, ffi.from_buffer("double[]", data), rows,
+            tape._ptr, self._c, loss.index, penalty, in_idx, n_in, ffi.from_buffer("double[]", data), rows,
             mean, threads, epochs, ffi.NULL if lrs is None else ffi.from_buffer("double[]", lrs),
             ffi.from_buffer("double[]", losses)))
         return losses

@@ -129,15 +129,18 @@ class Tape:
         """
         return batch.eval_batch(self, outputs, inputs, data, threads)
 
-    def grad_batch(self, loss, inputs, data, wrt, reduction="sum", threads=None):
+    def grad_batch(self, loss, inputs, data, wrt, reduction="sum", threads=None, penalty=None):
         """The sum (or mean) of `loss` over the rows of `data`, and its gradient
         with respect to each Term in `wrt`: returns (float, array).  The
         gradient is also left in `.grad` of the `wrt` terms, for an optimizer.
 
+        penalty, a Term that does not depend on the inputs (an L2 term, say),
+        is added once, with its gradient, rather than once a row.
+
         With threads=1 the result equals a Python loop of set and backprop to
         the last bit; with more, partial sums are added in a fixed order.
         """
-        return batch.grad_batch(self, loss, inputs, data, wrt, reduction, threads)
+        return batch.grad_batch(self, loss, inputs, data, wrt, reduction, threads, penalty)
 
     def dot(self, **options):
         """Graphviz DOT text of the whole tape; see pyrograd.dot.to_dot."""

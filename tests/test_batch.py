@@ -212,7 +212,7 @@ def assert_close_sum(got, want, scale, rel=1e-12):
     assert np.all(np.abs(got - want) <= rel * np.maximum(np.abs(want), scale)), (got, want)
 
 
-ROWS = [1, 15, 16, 17, 50]
+ROWS = [1, 15, 16, 17, 31, 32, 33, 50, 65]  # around the 32-row blocks
 
 
 # ---- values, grads, set_values -----------------------------------------------------------
@@ -387,6 +387,62 @@ def test_grad_batch_threads(model, rows, threads, reduction):
     for _ in range(3):
         loss2, grads2 = model.tape.grad_batch(model.loss, model.inputs, data, wrt, reduction, threads=threads)
         assert loss2 == loss and np.array_equal(grads2, grads)
+
+
+# ---- a penalty: a term of the parameters alone, added once -----------------------------
+
+def l2_of(params):
+    total = params[0] * params[0]
+    for p in params[1:]:
+        total = total + p * p
+    return 1e-3 * total
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_grad_batch_penalty_equals_adding_it_by_hand(model, reduction, threads):
+    penalty = l2_of(model.params)
+    data = model.make_data(np.random.default_rng(7), 40)
+    loss, grads = model.tape.grad_batch(model.loss, model.inputs, data, model.params, reduction, threads)
+    penalty.backprop()
+    want_grads = grads + model.tape.grads(model.params)
+    got_loss, got_grads = model.tape.grad_batch(model.loss, model.inputs, data, model.params, reduction,
+                                                threads, penalty=penalty)
+    assert got_loss == loss + penalty.value
+    assert np.array_equal(got_grads, want_grads)
+    assert np.array_equal(model.tape.grads(model.params), want_grads)
+
+
+def test_grad_batch_penalty_refuses_a_term_of_the_inputs(model):
+    data = model.make_data(np.random.default_rng(8), 5)
+    before = model.tape.grad_batch(model.loss, model.inputs, data, model.params)
+    bad = l2_of(model.params) + model.inputs[0] * 2
+    with pytest.raises(pg.PyrogradError, match="penalty .* depends on input 0"):
+        model.tape.grad_batch(model.loss, model.inputs, data, model.params, penalty=bad)
+    with pytest.raises(TypeError, match="penalty must be a Term"):
+        model.tape.grad_batch(model.loss, model.inputs, data, model.params, penalty=1.0)
+    with pytest.raises(pg.TapeMismatchError):
+        model.tape.grad_batch(model.loss, model.inputs, data, model.params, penalty=pg.Tape().term("p"))
+    after = model.tape.grad_batch(model.loss, model.inputs, data, model.params)
+    assert after[0] == before[0] and np.array_equal(after[1], before[1])
+
+
+def test_optimizer_run_with_a_penalty_equals_the_python_loop(model):
+    data = model.make_data(np.random.default_rng(9), 30)
+    penalty = l2_of(model.params)
+    start = model.tape.values(model.params)
+    sgd = pg.optim.SGD(model.params, lr=0.01)
+    want = []
+    for _ in range(5):
+        want.append(model.tape.grad_batch(model.loss, model.inputs, data, model.params, "mean",
+                                          threads=1, penalty=penalty)[0])
+        sgd.step()
+    want_params = model.tape.values(model.params)
+    model.tape.set_values(model.params, start)
+    got = pg.optim.SGD(model.params, lr=0.01).run(model.loss, model.inputs, data, 5, "mean",
+                                                  threads=1, penalty=penalty)
+    assert list(got) == want
+    assert np.array_equal(model.tape.values(model.params), want_params)
 
 
 def test_grad_batch_threads_equal_one_thread_when_rows_fit_one_thread():
