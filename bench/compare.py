@@ -31,11 +31,11 @@ import numpy as np
 import workloads
 
 FULL = dict(node_ops=100_000, graph_nodes=1_000_000, chain_nodes=1_000_000,
-            batch_rows=100_000, repeats=7, min_seconds=0.2)
+            batch_rows=100_000, moons_steps=100, repeats=7, min_seconds=0.2)
 QUICK = dict(node_ops=10_000, graph_nodes=20_000, chain_nodes=20_000,
-             batch_rows=2_000, repeats=3, min_seconds=0.02)
+             batch_rows=2_000, moons_steps=10, repeats=3, min_seconds=0.02)
 
-UNITS = {"ns/op": 1e9, "ns/node": 1e9, "ns/row": 1e9, "ms/fit": 1e3}
+UNITS = {"ns/op": 1e9, "ns/node": 1e9, "ns/row": 1e9, "ms/fit": 1e3, "ms/step": 1e3}
 GRAPH_TOLERANCE = 1e-9
 
 
@@ -114,8 +114,9 @@ class Suite:
         self.rows = []
         self.failed = False
 
-    def run(self, workload, per, unit, entries):
-        """Median time per unit of work of each entry's callable, which does `per` units.
+    def run(self, workload, per, unit, entries, per_call=None):
+        """Median time per unit of work of each entry's callable, which does `per` units
+        (or per_call[implementation] units, for an entry that does more a call).
 
         Repeats go round-robin over the entries, so a busy spell on the machine
         slows them all alike and their ratios hold.
@@ -142,7 +143,7 @@ class Suite:
             for _, repeat, times in timed:
                 times.append(repeat())
         for row, _, times in timed:
-            row.seconds = statistics.median(times) / per
+            row.seconds = statistics.median(times) / (per_call or {}).get(row.implementation, per)
 
     def fail(self, message):
         print(f"  FAILED: {message}", flush=True)
@@ -280,6 +281,38 @@ def grad_batch_threads(suite):
     ])
 
 
+def moons_step(suite):
+    """micrograd's moons demo, one training step (workloads.py has the model);
+    every implementation is checked against pyrograd's first three losses."""
+    steps = suite.sizes["moons_steps"]
+    reference = workloads.moons_pyrograd()
+    expected = [reference() for _ in range(3)]
+
+    def checked(step, note):
+        losses = [step() for _ in range(3)]
+        error = workloads.relative_error(np.array(losses), np.array(expected))
+        note += f"; first 3 losses match pyrograd's to {error:.0e}"
+        if error > 1e-12:
+            suite.fail(f"moons step: losses {losses}, pyrograd's {expected}")
+            note += " NO"
+        return step, note
+
+    def jax():
+        step, compile_seconds = workloads.moons_jax()
+        return checked(step, f"jit, compiled in {compile_seconds:.2f} s (not timed)")
+
+    suite.run("moons step", 1, "ms/step", [
+        Entry("pyrograd Trainer, 1 step/call", "pyrograd",
+              lambda: checked(workloads.moons_pyrograd(), "trainer.train(epochs=1) per step")),
+        Entry(f"pyrograd Trainer, {steps} steps/call", "pyrograd",
+              lambda: (workloads.moons_pyrograd(steps), f"trainer.train(epochs={steps}), per step")),
+        Entry("micrograd", "micrograd", lambda: checked(workloads.moons_micrograd(), "its demo's loop"),
+              collect=True),
+        Entry("PyTorch eager", "torch", lambda: checked(workloads.moons_torch(), "float64 tensors")),
+        Entry("JAX", "jax", jax),
+    ], per_call={f"pyrograd Trainer, {steps} steps/call": steps})
+
+
 WORKLOADS = {
     "node-build": node_build,
     "random-graph": random_graph,
@@ -287,6 +320,7 @@ WORKLOADS = {
     "unary-op": unary_op,
     "curve-fit": curve_fit,
     "grad-batch-threads": grad_batch_threads,
+    "moons-step": moons_step,
 }
 
 
@@ -294,7 +328,7 @@ def header(argv):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     packages = ", ".join(f"{p} {version(p) if installed(p) else 'not installed'}"
-                         for p in ("pyrograd", "numpy", "micrograd", "casadi", "torch"))
+                         for p in ("pyrograd", "numpy", "micrograd", "casadi", "torch", "jax"))
     return "\n".join([
         f"pyrograd benchmarks, {datetime.datetime.now():%Y-%m-%d %H:%M}",
         f"command:  python bench/compare.py {' '.join(argv)}".rstrip(),
@@ -348,6 +382,11 @@ def targets(rows, quick):
         ("curve fit: SGD.run / C by hand <= 3.5",
          t("curve fit", "pyrograd SGD.run") / t("curve fit", "C by hand (cc -O2)"),
          lambda v: v <= 3.5),
+        ("moons step: PyTorch eager / pyrograd (1 step/call) >= 10",
+         t("moons step", "PyTorch eager") / t("moons step", "pyrograd Trainer, 1 step/call"),
+         lambda v: v >= 10),
+        ("moons step: pyrograd (1 step/call) / JAX jit <= 1.5",
+         t("moons step", "pyrograd Trainer, 1 step/call") / t("moons step", "JAX"), lambda v: v <= 1.5),
         ("grad_batch: 1 thread / 2 threads >= 1.7",
          t("grad_batch threads", "pyrograd, 1 thread")
          / t("grad_batch threads", "pyrograd, 2 threads"), lambda v: v >= 1.7),

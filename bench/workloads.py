@@ -331,3 +331,138 @@ def build_curve_fit_c():
         lib.curve_fit(x, t, CURVE_X.size, CURVE_EPOCHS, CURVE_LR, params)
         return list(params)
     return fit
+
+
+# --- moons training step -----------------------------------------------------
+# micrograd's demo: 100 two-moons points, MLP 2-16-16-1 (ReLU, ReLU, linear),
+# loss = mean(relu(1 - y * score)) + 1e-4 * sum(p * p), then one SGD step on
+# every parameter.  Every implementation starts from the same parameters (a
+# pyrograd MLP's, seed 1337) and takes the same steps at a fixed learning
+# rate, so their losses can be checked against each other.
+
+MOONS_SIZES = (2, 16, 16, 1)
+MOONS_LR = 0.5
+MOONS_ALPHA = 1e-4
+
+
+def moons_data():
+    """(X, y): examples/moons.py's 100 points, labels -1 and +1."""
+    import importlib.util
+    path = Path(__file__).resolve().parent.parent / "examples" / "moons.py"
+    spec = importlib.util.spec_from_file_location("moons_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_moons()
+
+
+def moons_start():
+    """The first parameters, as [(W, b) for each layer], W of shape (nout, nin)."""
+    import pyrograd as pg
+    model = pg.nn.MLP(MOONS_SIZES[0], list(MOONS_SIZES[1:]), seed=1337)
+    layers = []
+    for layer in model.layers:
+        W = np.array([model.tape.values(n.w) for n in layer.neurons])
+        b = model.tape.values([n.b for n in layer.neurons])
+        layers.append((W, b))
+    return layers
+
+
+def moons_pyrograd(steps=1):
+    """A call doing `steps` pg.nn.Trainer steps (grad_batch over the points
+    with the L2 term, and an SGD step, in C); it returns the last loss."""
+    import pyrograd as pg
+    X, y = moons_data()
+    model = pg.nn.MLP(MOONS_SIZES[0], list(MOONS_SIZES[1:]), seed=1337)
+    sgd = pg.optim.SGD(model.parameters(), lr=MOONS_LR)
+    trainer = pg.nn.Trainer(model, sgd, pg.losses.hinge,
+                            regularization=lambda ps: MOONS_ALPHA * pg.losses.l2(ps))
+    return lambda: trainer.train(X, y, epochs=steps, progress=False)[-1]
+
+
+def moons_micrograd():
+    """A step() of micrograd's own demo loop (without its accuracy count)."""
+    from micrograd.engine import Value
+    from micrograd.nn import MLP
+    X, y = moons_data()
+    model = MLP(MOONS_SIZES[0], list(MOONS_SIZES[1:]))
+    for layer, (W, b) in zip(model.layers, moons_start()):
+        for neuron, w_row, b_i in zip(layer.neurons, W, b):
+            for p, v in zip(neuron.w, w_row):
+                p.data = float(v)
+            neuron.b.data = float(b_i)
+    params = model.parameters()
+    rows = [list(map(float, row)) for row in X]
+    labels = [float(v) for v in y]
+
+    def step():
+        scores = [model(list(map(Value, row))) for row in rows]
+        losses = [(1 + -yi * si).relu() for yi, si in zip(labels, scores)]
+        loss = sum(losses) * (1.0 / len(losses)) + MOONS_ALPHA * sum(p * p for p in params)
+        model.zero_grad()
+        loss.backward()
+        for p in params:
+            p.data -= MOONS_LR * p.grad
+        return loss.data
+    return step
+
+
+def _moons_forward(ops, X, layers):
+    """Scores of the MLP for the rows of X, with ops.relu and the @ operator."""
+    h = X
+    for k, (W, b) in enumerate(layers):
+        h = h @ W.T + b
+        if k < len(layers) - 1:
+            h = ops.relu(h)
+    return h[:, 0]
+
+
+def moons_torch():
+    """A step() with PyTorch float64 tensors, eager mode, on one thread: its
+    tensors are too small to share, and on a busy machine its idle worker
+    threads spinning for work make a step up to a hundred times slower."""
+    import torch
+    torch.set_num_threads(1)
+    X, y = (torch.from_numpy(a) for a in moons_data())
+    params = [torch.tensor(a, requires_grad=True) for layer in moons_start() for a in layer]
+    layers = list(zip(params[::2], params[1::2]))
+
+    def step():
+        scores = _moons_forward(torch, X, layers)
+        loss = torch.relu(1 - y * scores).mean() + MOONS_ALPHA * sum((p * p).sum() for p in params)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in params:
+                p -= MOONS_LR * p.grad
+        return loss.item()
+    return step
+
+
+def moons_jax():
+    """(step(), compile seconds): the step jitted by JAX, in float64."""
+    import time
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    X, y = (jnp.asarray(a) for a in moons_data())
+
+    def loss_of(layers):
+        scores = _moons_forward(jax.nn, X, layers)
+        penalty = sum((W * W).sum() + (b * b).sum() for W, b in layers)
+        return jnp.maximum(1 - y * scores, 0).mean() + MOONS_ALPHA * penalty
+
+    @jax.jit
+    def update(layers):
+        loss, grads = jax.value_and_grad(loss_of)(layers)
+        return loss, jax.tree_util.tree_map(lambda p, g: p - MOONS_LR * g, layers, grads)
+
+    state = {"layers": [(jnp.asarray(W), jnp.asarray(b)) for W, b in moons_start()]}
+    start = time.perf_counter()
+    jax.block_until_ready(update(state["layers"]))
+    compile_seconds = time.perf_counter() - start
+
+    def step():
+        loss, state["layers"] = update(state["layers"])
+        return float(loss)  # waits for the result, as every other step does
+    return step, compile_seconds
