@@ -109,7 +109,7 @@ static uint32_t append_node(builder *g, int op, uint32_t a, uint32_t b, double v
 {
     pg_tape *t = g->t;
     if (g->status) return 0;
-    if ((t->n == t->cap && pg_reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) ||
+    if ((t->n == t->cap && pg__reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) ||
         (t->index_count + 1 > t->index_cap / 2 && index_update(t, t->cap - t->n + 1))) {
         g->status = PG_ENOMEM;
         return 0;
@@ -213,7 +213,7 @@ static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
     size_t len = strlen(f->name);
     char name[256];
     snprintf(name, sizeof name, "%.*s'", (int)(len < 200 ? len : 200), f->name);
-    int d = pg_fn_new(t, name);
+    int d = pg__fn_new(t, name);
     if (d < 0) return -d;
     f = &t->fns[fn]; /* pg_fn_new may have moved the table */
     pg_userfn *df = &t->fns[d];
@@ -272,11 +272,10 @@ static void roll_back(pg_tape *t, uint32_t n)
     t->index_cap = t->index_count = t->indexed = 0;
 }
 
-int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
+static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
 {
     PG_CHECK_NODE(t, y);
     for (size_t k = 0; k < n_xs; k++) PG_CHECK_NODE(t, xs[k]);
-    if (t->busy) return pg__busy(t);
     uint32_t n0 = t->n;
     uint32_t *adj = pg__alloc(t, NULL, ((size_t)y + 1) * sizeof *adj);
     if (!adj || index_update(t, 64)) {
@@ -335,4 +334,9 @@ int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint3
         return pg__fail(t, code, "%s", message);
     }
     return PG_OK;
+}
+
+int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
+{
+    PG_HOLDING(t, PG_EBUSY, grad_graph(t, y, xs, n_xs, out));
 }
