@@ -208,6 +208,10 @@ static void run_rows(worker *w)
         sweep_block(w, nr);
         if (w->sweep.status) {
             find_first_failure(w, r0, nr);
+            /* The failure of the first share is the one reported, whatever
+               the others meet: they may stop (a KeyboardInterrupt raised in
+               a Python function on the calling thread ends up here). */
+            if (w->r0 == 0) atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
             return;
         }
         if (job->outputs) {

@@ -57,7 +57,7 @@ class Tape:
     (5.0, 4.0)
     """
 
-    __slots__ = ("_ptr", "_owner", "_pending", "_functions", "_allocator", "__weakref__")
+    __slots__ = ("_ptr", "_owner", "_pending", "_functions", "__weakref__")
 
     def __init__(self):
         self._adopt(lib.pg_tape_new(), None)
@@ -73,9 +73,14 @@ class Tape:
     def _adopt(self, ptr, allocator):
         if ptr == ffi.NULL:
             raise MemoryError("out of memory creating a tape")
-        self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
+        if allocator is None:
+            self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
+        else:
+            def free(ptr, allocator=allocator):  # keeps the allocator alive for the last free
+                lib.pg_tape_free(ptr)
+
+            self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
-        self._allocator = allocator  # kept alive for as long as C may call it
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
         self._functions = {}  # (name, id(f), id(df), id(d2f)) -> (function id, what C points into)
         # Lets Ctrl-C stop a long call (see _binding.pg_py_progress).
