@@ -179,3 +179,36 @@ def test_a_progress_handler_that_returns_non_zero_stops_the_call():
     assert lib.pg_callback_code(tape._ptr) == 42
     assert lib.pg_progress_handler(tape._ptr, 1, ffi.NULL, ffi.NULL) == 0
     assert tape.grad_batch(loss, [x], np.zeros((10, 1)), [w], threads=1)[0] == expected[0]
+
+
+def test_a_progress_handler_stops_long_scalar_sweeps():
+    """value, derive and backprop of a long chain check between chunks of
+    nodes; a stopped backprop leaves no half-made grads."""
+    tape = pg.Tape()
+    x = tape.term("x", 1.0)
+    y = x
+    for _ in range(1_000_000):  # two million nodes: many milliseconds a sweep
+        y = y * 1.0000001
+    waited = []
+
+    @ffi.callback("pg_progress_fn")
+    def stop(ud):
+        waited.append(1)
+        return 7
+
+    assert lib.pg_progress_handler(tape._ptr, 1, stop, ffi.NULL) == 0
+    out = ffi.new("double *")
+    assert lib.pg_value(tape._ptr, y.index, out) == lib.PG_EINTERRUPT
+    assert lib.pg_callback_code(tape._ptr) == 7
+    assert lib.pg_progress_handler(tape._ptr, 1, ffi.NULL, ffi.NULL) == 0
+    value = y.value  # the chunks evaluated before the stop are kept; the rest now
+    assert value == pytest.approx(1.0000001 ** 1_000_000)
+
+    assert lib.pg_progress_handler(tape._ptr, 1, stop, ffi.NULL) == 0
+    assert lib.pg_backprop(tape._ptr, y.index) == lib.PG_EINTERRUPT
+    assert lib.pg_derive(tape._ptr, y.index, x.index, out) == lib.PG_EINTERRUPT
+    assert lib.pg_progress_handler(tape._ptr, 1, ffi.NULL, ffi.NULL) == 0
+    assert x.grad == 0.0 and y.grad == 0.0
+    y.backprop()
+    assert x.grad == pytest.approx(1.0000001 ** 1_000_000) and y.derive(x) == pytest.approx(x.grad)
+    assert len(waited) == 3
