@@ -93,7 +93,10 @@ static int optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, const uint3
     if (!grads) rc = pg__fail(t, PG_ENOMEM, "out of memory for %zu gradients", o->n);
     pg_poll poll = {0, 0};
     for (size_t e = 0; e < epochs && rc == PG_OK; e++) {
-        if (e > 0 && pg__stop(t, &poll, rows)) rc = pg__interrupted(t);
+        /* A check between epochs too: an epoch of few rows is one block,
+           and a batch checks only between blocks.  loss + 1 nodes bound
+           the work of a row. */
+        if (e > 0 && pg__stop(t, &poll, (uint64_t)rows * (loss + 1))) rc = pg__interrupted(t);
         else rc = pg__batch_grad(b, &poll, &losses[e], grads);
         if (rc == PG_OK) step(t, o, lrs ? lrs[e] : o->lr);
     }

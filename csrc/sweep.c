@@ -122,8 +122,7 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
       if (tx != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; r = (d_dx) * tx; } }
 
 /* d node / d seed for every node in (from, to]; dot[0] is 1, for the seed
-   itself.  Zero tangents are skipped for the
-   reason reverse gives. */
+   itself.  Zero tangents are skipped for the reason reverse gives. */
 static void tangent(pg_sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t from,
                     uint32_t to)
 {
@@ -154,14 +153,14 @@ int pg__eval_to(pg_tape *t, uint32_t end)
 {
     pg_sweep s = {t, PG_OK, 0, 0, 0};
     pg_poll poll = {0, 0};
-    while (t->stale < end && !s.status) {
+    while (t->stale < end) {
         uint32_t to = end - t->stale > CHUNK ? t->stale + CHUNK : end;
         pg__forward(&s, t->value, t->stale, to);
-        if (s.status) break; /* stays stale: the next read retries */
+        if (s.status) return pg__sweep_failure(&s); /* stays stale: the next read retries */
         t->stale = to;
         if (to < end && pg__stop(t, &poll, CHUNK)) return pg__interrupted(t);
     }
-    return s.status ? pg__sweep_failure(&s) : PG_OK;
+    return PG_OK;
 }
 
 static int set(pg_tape *t, uint32_t leaf, double value)
@@ -199,15 +198,17 @@ static int derive(pg_tape *t, uint32_t y, uint32_t x, double *out)
     pg_poll poll = {0, 0};
     int stopped = 0;
     dot[0] = 1.0;
-    for (uint32_t from = x; from < y && !stopped; from += CHUNK) {
+    for (uint32_t from = x; from < y && !stopped && !s.status; from += CHUNK) {
         uint32_t to = y - from > CHUNK ? from + CHUNK : y;
         tangent(&s, t->value, dot, x, from, to);
         stopped = to < y && pg__stop(t, &poll, CHUNK);
     }
-    *out = dot[y - x];
+    double result = dot[y - x];
     pg__alloc(t, dot, 0);
+    if (s.status) return pg__sweep_failure(&s);
     if (stopped) return pg__interrupted(t);
-    return s.status ? pg__sweep_failure(&s) : PG_OK;
+    *out = result;
+    return PG_OK;
 }
 
 static int backprop(pg_tape *t, uint32_t y)
@@ -220,7 +221,7 @@ static int backprop(pg_tape *t, uint32_t y)
     pg_sweep s = {t, PG_OK, 0, 0, 0};
     pg_poll poll = {0, 0};
     int stopped = 0;
-    for (uint32_t top = y + 1; top > 0 && !stopped;) {
+    for (uint32_t top = y + 1; top > 0 && !stopped && !s.status;) {
         uint32_t bottom = top > CHUNK ? top - CHUNK : 0;
         pg__reverse(&s, t->value, t->grad, top - 1, bottom);
         top = bottom;
@@ -228,7 +229,7 @@ static int backprop(pg_tape *t, uint32_t y)
     }
     if (stopped || s.status) {
         memset(t->grad, 0, (size_t)t->n * sizeof *t->grad); /* no half-made grads */
-        return stopped ? pg__interrupted(t) : pg__sweep_failure(&s);
+        return s.status ? pg__sweep_failure(&s) : pg__interrupted(t);
     }
     return PG_OK;
 }
