@@ -142,6 +142,13 @@ int pg_value(pg_tape *t, uint32_t i, double *value);
 int pg_derive(pg_tape *t, uint32_t y, uint32_t x, double *dydx); /* forward mode */
 int pg_backprop(pg_tape *t, uint32_t y);  /* every grad becomes dy/dnode */
 int pg_grad(pg_tape *t, uint32_t i, double *grad);
+/* The fast path of bindings: node i's value (or grad) when it can be read
+   at once, else NaN -- when it is stale, i is bad or the tape is busy.  They
+   never evaluate, fail or record anything; after a NaN, pg_value (pg_grad)
+   gives the value or the status.  (An out parameter costs a Python binding
+   more than the whole call.) */
+double pg_peek_value(pg_tape *t, uint32_t i);
+double pg_peek_grad(pg_tape *t, uint32_t i);
 
 /* Derivatives as graphs: out[k] becomes a node (appended, or found on the
    tape) whose value is dy/dxs[k], built with constant folding and sharing

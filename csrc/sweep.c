@@ -252,6 +252,22 @@ static int grad(pg_tape *t, uint32_t i, double *out)
 
 int pg_grad(pg_tape *t, uint32_t i, double *out) { PG_HOLDING(t, PG_EBUSY, grad(t, i, out)); }
 
+double pg_peek_value(pg_tape *t, uint32_t i)
+{
+    if (!pg__enter(t)) return NAN;
+    double v = i < t->stale && i < t->n ? t->value[i] : NAN;
+    pg__leave(t);
+    return v;
+}
+
+double pg_peek_grad(pg_tape *t, uint32_t i)
+{
+    if (!pg__enter(t)) return NAN;
+    double g = i < t->n ? t->grad[i] : NAN;
+    pg__leave(t);
+    return g;
+}
+
 /* ---- many nodes at once ----------------------------------------------------------- */
 
 /* Checks every index before anything is read or written; gives the largest. */

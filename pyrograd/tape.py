@@ -16,14 +16,8 @@ _NUMBER_TYPES = (float, int)
 _pg_binary = lib.pg_binary
 _pg_binary_const = lib.pg_binary_const
 _pg_unary = lib.pg_unary
-_pg_value = lib.pg_value
-_pg_grad = lib.pg_grad
-# Spare `double *` out parameters for value and grad: a cell is taken for one
-# call and given back, so threads and re-entrant calls never share one, and
-# taking one is cheaper than ffi.new.  list.pop and append are atomic.
-_cells = []
-_take_cell, _give_cell = _cells.pop, _cells.append
-_new_double = ffi.new
+_pg_peek_value = lib.pg_peek_value
+_pg_peek_grad = lib.pg_peek_grad
 
 _ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
 _POW, _POWC, _MAX, _MIN = OPS["pow"], OPS["powc"], OPS["max"], OPS["min"]
@@ -343,15 +337,11 @@ class Term:
     @property
     def value(self):
         """The node's value, re-evaluated first if a `set` made it stale."""
-        try:
-            cell = _take_cell()
-        except IndexError:
-            cell = _new_double("double *")
-        code = _pg_value(self.tape._ptr, self.index, cell)
-        if code:
-            raise_status(self.tape, code)
-        value = cell[0]
-        _give_cell(cell)
+        value = _pg_peek_value(self.tape._ptr, self.index)
+        if value != value:  # stale, busy, or a NaN: ask with a status
+            out = ffi.new("double *")
+            self.tape._check(lib.pg_value(self.tape._ptr, self.index, out))
+            value = out[0]
         return value
 
     def eval(self):
@@ -370,15 +360,11 @@ class Term:
     @property
     def grad(self):
         """d(output)/d(this node) from the last `backprop` on this tape (0.0 before any)."""
-        try:
-            cell = _take_cell()
-        except IndexError:
-            cell = _new_double("double *")
-        code = _pg_grad(self.tape._ptr, self.index, cell)
-        if code:
-            raise_status(self.tape, code)
-        grad = cell[0]
-        _give_cell(cell)
+        grad = _pg_peek_grad(self.tape._ptr, self.index)
+        if grad != grad:  # busy, or a NaN: ask with a status
+            out = ffi.new("double *")
+            self.tape._check(lib.pg_grad(self.tape._ptr, self.index, out))
+            grad = out[0]
         return grad
 
     def derive(self, wrt):
