@@ -132,6 +132,16 @@ def cube_derivative(tape):
     return SimpleNamespace(tape=tape, x=x, y=y, dx=pg.grad(y, x))
 
 
+def long_chain(tape):
+    """A chain whose gradient graph outgrows the first node index (1024
+    slots) and the node arrays while it is built."""
+    x = tape.term("x", 0.3)
+    y = x
+    for _ in range(150):
+        y = pg.sin(y) * x + 0.5
+    return SimpleNamespace(tape=tape, x=x, y=y)
+
+
 def with_gradient(tape):
     """base and the graph of d loss / dx, which calls cube' (made from cube)."""
     m = base(tape)
@@ -169,6 +179,7 @@ OPERATIONS = {
     "grad of grad (derives a user function)": (with_gradient, lambda m: pg.grad(m.dx, m.x)),
     "grad of grad, all arrays full": (filled(with_gradient), lambda m: pg.grad(m.dx, m.x)),
     "grad of a derived function, all arrays full": (filled(cube_derivative), lambda m: pg.grad(m.dx, m.x)),
+    "grad of a long chain (the index grows)": (long_chain, lambda m: pg.grad(m.y, m.x)),
     "hessian": (base, lambda m: pg.hessian(m.loss, [m.x, m.w])),
     # batches and training
     "eval_batch": (base, lambda m: m.tape.eval_batch([m.loss, m.y], [m.x, m.w], DATA, threads=1)),
