@@ -104,7 +104,6 @@ void pg__reverse(pg_sweep *s, const double *val, double *grad, uint32_t top, uin
 int pg__eval_to(pg_tape *t, uint32_t end);
 int pg__sweep_failure(const pg_sweep *s);
 
-
 /* Records a failure on the tape and returns code, for `return fail(...)`. */
 int pg__fail(pg_tape *t, int code, const char *fmt, ...);
 void *pg__alloc(pg_tape *t, void *ptr, size_t size);

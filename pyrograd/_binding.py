@@ -26,12 +26,15 @@ _ERRORS = {
 
 def raise_status(tape, code):
     """Raises the exception for status `code` (positive) of `tape`."""
+    interrupt = getattr(_interrupts, "error", None)
+    if interrupt is not None:  # Ctrl-C stopped the call: that comes first
+        _interrupts.error = None
+        raise interrupt
     if code == lib.PG_EBUSY:
         # A busy call touched nothing, so the tape holds no message for it.
         raise TapeBusyError(ffi.string(lib.pg_errstr(code)).decode())
-    if code == lib.PG_EINTERRUPT:
-        error, _interrupts.error = getattr(_interrupts, "error", None), None
-        raise error if error is not None else KeyboardInterrupt("the call was interrupted")
+    if code == lib.PG_EINTERRUPT:  # pg_interrupt, from another thread
+        raise KeyboardInterrupt("the call was interrupted")
     if code == lib.PG_ECALLBACK:
         error = tape._pending.take(lib.pg_callback_code(tape._ptr))
         if error is not None:
