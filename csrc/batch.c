@@ -65,6 +65,8 @@ typedef struct batch {
 typedef struct worker {
     const batch *job;
     pg_sweep sweep;
+    pg_poll *poll;      /* the calling thread's, for the progress handler; else NULL */
+    int stopped;        /* by an interrupt, between blocks */
     size_t r0, r1;
     double *val, *grad; /* slots x R each */
     double *grad_sum;   /* n_wrt partial sums */
@@ -205,12 +207,21 @@ static void run_rows(worker *w)
     const batch *job = w->job;
     const size_t R = job->block;
     const double *val = w->val, *grad = w->grad;
+    const uint64_t work = (uint64_t)R * (job->n_fwd + job->n_rev + 1);
     for (size_t r0 = w->r0; r0 < w->r1; r0 += R) {
+        if (r0 > w->r0 && pg__stop(w->sweep.t, w->poll, work)) {
+            w->stopped = 1;
+            return;
+        }
         size_t nr = w->r1 - r0 < R ? w->r1 - r0 : R;
         for (size_t r = 0; r < nr; r++) load_row(job, w->val, r0 + r, r);
         sweep_block(w, nr);
         if (w->sweep.status) {
             find_first_failure(w, r0, nr);
+            /* The failure of the first share is the one reported, whatever
+               the others meet: they may stop (a KeyboardInterrupt raised in
+               a Python function on the calling thread ends up here). */
+            if (w->r0 == 0) atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
             return;
         }
         if (job->output_slot) {
@@ -331,7 +342,6 @@ void pg__batch_close(pg_batch *b)
 static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_batch **out)
 {
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
-    if (t->busy) return pg__busy(t);
     if ((size_t)threads > req->rows) threads = req->rows ? (int)req->rows : 1;
     int rc = eval_fixed(t, req->from, req->top);
     if (rc) return rc;
@@ -419,7 +429,7 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
         int k = b->threads;
         double *block = pg__alloc(t, NULL, doubles * sizeof *block);
         if (!block) goto nomem;
-        b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, req->rows * k / threads,
+        b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, NULL, 0, req->rows * k / threads,
                            req->rows * (k + 1) / threads, block, grads ? block + room * R : NULL,
                            block + doubles - req->n_wrt, 0.0, 0, 0};
     }
@@ -431,12 +441,12 @@ nomem:
     return pg__fail(t, PG_ENOMEM, "out of memory for a batch over %zu nodes and %d threads", nodes, threads);
 }
 
-/* Runs every row once, from the tape's current values. */
-static int run_batch(pg_batch *b)
+/* Runs every row once, from the tape's current values.  poll is the calling
+   thread's: the rows this thread runs itself check the progress handler. */
+static int run_batch(pg_batch *b, pg_poll *poll)
 {
     pg_tape *t = b->t;
     const batch *job = &b->job;
-    if (t->busy) return pg__busy(t);
     int rc = eval_fixed(t, b->from, b->top); /* parameters may have moved */
     if (rc) return rc;
     const size_t R = job->block;
@@ -450,21 +460,32 @@ static int run_batch(pg_batch *b)
         memset(w->grad_sum, 0, job->n_wrt * sizeof *w->grad_sum);
         w->loss_sum = 0.0;
         w->sweep.status = PG_OK;
+        w->stopped = 0;
+        w->poll = NULL;
     }
 
-    t->busy = 1;
     for (int k = 1; k < b->threads; k++)
         b->w[k].started = pthread_create(&b->w[k].thread, NULL, thread_main, &b->w[k]) == 0;
-    if (b->threads) run_rows(&b->w[0]);
+    if (b->threads) {
+        b->w[0].poll = poll;
+        run_rows(&b->w[0]);
+    }
     for (int k = 1; k < b->threads; k++) {
         if (b->w[k].started) pthread_join(b->w[k].thread, NULL);
-        else run_rows(&b->w[k]); /* no thread to be had: do its share here */
+        else { /* no thread to be had: do its share here */
+            b->w[k].poll = poll;
+            run_rows(&b->w[k]);
+        }
     }
-    t->busy = 0;
 
-    for (int k = 0; k < b->threads; k++)
+    /* A failure in a row comes before an interrupt: a loop over the rows
+       would have met it. */
+    int stopped = 0;
+    for (int k = 0; k < b->threads; k++) {
         if (b->w[k].sweep.status) return pg__sweep_failure(&b->w[k].sweep);
-    return PG_OK;
+        if (b->w[k].stopped) stopped = 1;
+    }
+    return stopped ? pg__interrupted(t) : PG_OK;
 }
 
 /* ---- eval_batch and grad_batch ------------------------------------------------- */
@@ -482,8 +503,8 @@ static int check_inputs(pg_tape *t, const uint32_t *inputs, size_t n_in, uint32_
     return PG_OK;
 }
 
-int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint32_t *inputs, size_t n_in,
-                  const double *data, size_t rows, int threads, double *result)
+static int eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint32_t *inputs, size_t n_in,
+                      const double *data, size_t rows, int threads, double *result)
 {
     request req = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows,
                    .outputs = outputs, .n_out = n_out, .result = result, .penalty = NONE};
@@ -498,9 +519,16 @@ int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint3
     pg_batch *b;
     rc = open_batch(t, &req, threads, 0, &b);
     if (rc) return rc;
-    rc = run_batch(b);
+    pg_poll poll = {0, 0};
+    rc = run_batch(b, &poll);
     pg__batch_close(b);
     return rc;
+}
+
+int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint32_t *inputs, size_t n_in,
+                  const double *data, size_t rows, int threads, double *result)
+{
+    PG_HOLDING(t, PG_EBUSY, eval_batch(t, outputs, n_out, inputs, n_in, data, rows, threads, result));
 }
 
 /* Fails unless node `penalty` is the same for every row: it must not
@@ -554,11 +582,11 @@ int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32
     return open_batch(t, &req, threads, mean, out);
 }
 
-int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)
+int pg__batch_grad(pg_batch *b, pg_poll *poll, double *loss_out, double *grads_out)
 {
     pg_tape *t = b->t;
     const batch *job = &b->job;
-    int rc = run_batch(b);
+    int rc = run_batch(b, poll);
     if (rc) return rc;
     /* Partial sums in thread order: the same result however threads ran. */
     double total = 0.0;
@@ -573,7 +601,7 @@ int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)
     }
     /* The penalty, once: its value and gradient from one scalar sweep. */
     if (b->penalty != NONE) {
-        rc = pg_backprop(t, b->penalty);
+        rc = pg__backprop(t, b->penalty);
         if (rc) return rc;
         total += t->value[b->penalty];
         for (size_t j = 0; j < job->n_wrt; j++) grads_out[j] += t->grad[b->wrt[j]];
@@ -585,14 +613,23 @@ int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out)
     return PG_OK;
 }
 
-int pg_grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
-                  const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads,
-                  double *loss_out, double *grads_out)
+static int grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                      const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads,
+                      double *loss_out, double *grads_out)
 {
     pg_batch *b;
     int rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, wrt, n_wrt, mean, threads, &b);
     if (rc) return rc;
-    rc = pg__batch_grad(b, loss_out, grads_out);
+    pg_poll poll = {0, 0};
+    rc = pg__batch_grad(b, &poll, loss_out, grads_out);
     pg__batch_close(b);
     return rc;
+}
+
+int pg_grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                  const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean, int threads,
+                  double *loss_out, double *grads_out)
+{
+    PG_HOLDING(t, PG_EBUSY, grad_batch(t, loss, penalty, inputs, n_in, data, rows, wrt, n_wrt, mean, threads,
+                                       loss_out, grads_out));
 }

@@ -12,9 +12,11 @@ import cffi
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-# Called by the tape for functions given from Python (pyrograd/_binding.py).
+# Called by the tape for functions given from Python, and as the progress
+# handler of long calls (pyrograd/_binding.py).
 PYTHON_CALLBACKS = """
 extern "Python" int pg_py_callback(void *ud, double x, double *out);
+extern "Python" int pg_py_progress(void *ud);
 """
 
 

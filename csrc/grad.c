@@ -109,7 +109,7 @@ static uint32_t append_node(builder *g, int op, uint32_t a, uint32_t b, double v
 {
     pg_tape *t = g->t;
     if (g->status) return 0;
-    if ((t->n == t->cap && pg_reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) ||
+    if ((t->n == t->cap && pg__reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) ||
         (t->index_count + 1 > t->index_cap / 2 && index_update(t, t->cap - t->n + 1))) {
         g->status = PG_ENOMEM;
         return 0;
@@ -213,7 +213,7 @@ static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
     size_t len = strlen(f->name);
     char name[256];
     snprintf(name, sizeof name, "%.*s'", (int)(len < 200 ? len : 200), f->name);
-    int d = pg_fn_new(t, name);
+    int d = pg__fn_new(t, name);
     if (d < 0) return -d;
     f = &t->fns[fn]; /* pg_fn_new may have moved the table */
     pg_userfn *df = &t->fns[d];
@@ -262,25 +262,33 @@ static uint32_t partial(builder *g, uint32_t i, int operand)
 
 /* ---- reverse mode on graphs ---------------------------------------------------- */
 
-/* Puts the tape back as it was before a failed pg_grad_graph. */
-static void roll_back(pg_tape *t, uint32_t n)
+/* Puts the tape back as it was before a failed pg_grad_graph, which had n
+   nodes and n_fns functions: derivative functions made since go too, and
+   so do the links to them. */
+static void roll_back(pg_tape *t, uint32_t n, uint32_t n_fns)
 {
     t->n = n;
     if (t->stale > n) t->stale = n;
+    for (uint32_t f = n_fns; f < t->n_fns; f++) pg__alloc(t, t->fns[f].name, 0);
+    t->n_fns = n_fns;
+    for (uint32_t f = 0; f < n_fns; f++)
+        if (t->fns[f].deriv >= (int32_t)n_fns) t->fns[f].deriv = -1;
     pg__alloc(t, t->index, 0); /* rebuilt on the next call */
     t->index = NULL;
     t->index_cap = t->index_count = t->indexed = 0;
 }
 
-int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
+static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
 {
     PG_CHECK_NODE(t, y);
     for (size_t k = 0; k < n_xs; k++) PG_CHECK_NODE(t, xs[k]);
-    if (t->busy) return pg__busy(t);
-    uint32_t n0 = t->n;
+    uint32_t n0 = t->n, fns0 = t->n_fns;
+    /* Everything but the new nodes is allocated before the first is built. */
     uint32_t *adj = pg__alloc(t, NULL, ((size_t)y + 1) * sizeof *adj);
-    if (!adj || index_update(t, 64)) {
+    uint8_t *reach = pg__alloc(t, NULL, (size_t)y + 1);
+    if (!adj || !reach || index_update(t, 64)) {
         pg__alloc(t, adj, 0);
+        pg__alloc(t, reach, 0);
         return pg__fail(t, PG_ENOMEM, "out of memory building a derivative of %u nodes", (unsigned)y + 1);
     }
     builder g = {t, PG_OK, 0, 0};
@@ -294,11 +302,6 @@ int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint3
     uint32_t lowest = y;
     for (size_t k = 0; k < n_xs; k++)
         if (xs[k] < lowest) lowest = xs[k];
-    uint8_t *reach = pg__alloc(t, NULL, (size_t)y + 1);
-    if (!reach) {
-        pg__alloc(t, adj, 0);
-        return pg__fail(t, PG_ENOMEM, "out of memory building a derivative of %u nodes", (unsigned)y + 1);
-    }
     memset(reach, 0, (size_t)y + 1);
     for (size_t k = 0; k < n_xs; k++)
         if (xs[k] <= y) reach[xs[k]] = 1;
@@ -330,9 +333,14 @@ int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint3
         int code = g.status;
         char message[sizeof t->errmsg];
         memcpy(message, t->errmsg, sizeof message);
-        roll_back(t, n0);
+        roll_back(t, n0, fns0);
         if (code == PG_ENOMEM) return pg__fail(t, PG_ENOMEM, "out of memory building a derivative");
         return pg__fail(t, code, "%s", message);
     }
     return PG_OK;
+}
+
+int pg_grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, uint32_t *out)
+{
+    PG_HOLDING(t, PG_EBUSY, grad_graph(t, y, xs, n_xs, out));
 }

@@ -67,18 +67,20 @@ static void step(pg_tape *t, pg_optimizer *o, double lr)
     }
 }
 
-int pg_optimizer_step(pg_tape *t, pg_optimizer *o)
+static int optimizer_step(pg_tape *t, pg_optimizer *o)
 {
     int rc = check_params(t, o);
     if (rc) return rc;
-    if (t->busy) return pg__busy(t);
     step(t, o, o->lr);
     return PG_OK;
 }
 
-int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
-                     const double *data, size_t rows, int mean, int threads, size_t epochs,
-                     const double *lrs, double *losses)
+int pg_optimizer_step(pg_tape *t, pg_optimizer *o) { PG_HOLDING(t, PG_EBUSY, optimizer_step(t, o)); }
+
+/* An interrupted run keeps the steps it took (o->steps counts them). */
+static int optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                         const double *data, size_t rows, int mean, int threads, size_t epochs,
+                         const double *lrs, double *losses)
 {
     int rc = check_params(t, o);
     if (rc) return rc;
@@ -89,11 +91,24 @@ int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty
        t->grad, which is where step() reads it. */
     double *grads = pg__alloc(t, NULL, (o->n ? o->n : 1) * sizeof *grads);
     if (!grads) rc = pg__fail(t, PG_ENOMEM, "out of memory for %zu gradients", o->n);
+    pg_poll poll = {0, 0};
     for (size_t e = 0; e < epochs && rc == PG_OK; e++) {
-        rc = pg__batch_grad(b, &losses[e], grads);
+        /* A check between epochs too: an epoch of few rows is one block,
+           and a batch checks only between blocks.  loss + 1 nodes bound
+           the work of a row. */
+        if (e > 0 && pg__stop(t, &poll, (uint64_t)rows * (loss + 1))) rc = pg__interrupted(t);
+        else rc = pg__batch_grad(b, &poll, &losses[e], grads);
         if (rc == PG_OK) step(t, o, lrs ? lrs[e] : o->lr);
     }
     pg__alloc(t, grads, 0);
     pg__batch_close(b);
     return rc;
+}
+
+int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
+                     const double *data, size_t rows, int mean, int threads, size_t epochs,
+                     const double *lrs, double *losses)
+{
+    PG_HOLDING(t, PG_EBUSY,
+               optimizer_run(t, o, loss, penalty, inputs, n_in, data, rows, mean, threads, epochs, lrs, losses));
 }

@@ -7,13 +7,23 @@
  * failure kept on the handle (pg_errmsg).  There is no global mutable state,
  * so separate tapes may be used from separate threads at the same time.
  *
+ * Threads: every function that reads or changes a tape first takes the
+ * tape's busy flag (an atomic compare-and-swap, a few nanoseconds) and gives
+ * it back on return.  A call that finds the flag taken -- by another thread,
+ * or by a user function calling back into the sweep that runs it -- fails at
+ * once with PG_EBUSY and touches nothing: it does not wait (a batch's worker
+ * threads calling back into the tape would wait for ever), and it does not
+ * record a message (pg_errstr(PG_EBUSY) describes it).  pg_errcode, pg_errmsg
+ * and pg_callback_code describe the last failure of a call that held the
+ * flag; when threads share a tape, that may be another thread's failure.
+ *
  * Nodes are appended in topological order: a node's operands always have
  * smaller indices.  Every sweep is therefore a plain loop over the tape.
  *
  * Functions that build a node return its index (>= 0), or a negated status
- * code on failure.  Functions that return a double return NaN on failure and
- * leave the status in pg_errcode(); a NaN with pg_errcode() == PG_OK is a
- * genuine NaN result.
+ * code on failure.  Functions that read a value return a status and write
+ * the value to an out parameter, so that a result never depends on state
+ * another thread may change.
  *
  * The declarations between the "cdef" markers are read by cffi as they are
  * (build_ffi.py), so they stay free of macros and includes.
@@ -38,9 +48,11 @@ enum {
     PG_ENOMEM = 1,      /* an allocation failed; the tape is as it was */
     PG_EINVAL = 2,      /* a bad argument: unknown node, op or function */
     PG_ENOTLEAF = 3,    /* set() on a node that is not a leaf */
-    PG_EBUSY = 4,       /* the tape was changed from inside one of its own sweeps */
+    PG_EBUSY = 4,       /* the tape is in use: by another thread, or by the sweep
+                           that called the function calling back into it */
     PG_ECALLBACK = 5,   /* a user function reported failure; the sweep stopped */
-    PG_ENODERIV = 6     /* a user function has no derivative of the needed order */
+    PG_ENODERIV = 6,    /* a user function has no derivative of the needed order */
+    PG_EINTERRUPT = 7   /* pg_interrupt or the progress handler stopped the call */
 };
 
 /* How many derivative orders a user function can carry: f, df, d2f. */
@@ -67,10 +79,27 @@ void pg_tape_free(pg_tape *t);
 int pg_errcode(const pg_tape *t);
 const char *pg_errmsg(const pg_tape *t);
 int pg_callback_code(const pg_tape *t);
+const char *pg_errstr(int code); /* what a status code means, in English */
 
-uint32_t pg_size(const pg_tape *t);         /* number of nodes */
+int64_t pg_size(pg_tape *t);                /* number of nodes, or -PG_EBUSY */
 int pg_reserve(pg_tape *t, uint64_t nodes); /* room for this many nodes in all */
-size_t pg_memory(const pg_tape *t);         /* bytes held by the tape */
+int64_t pg_memory(pg_tape *t);              /* bytes held by the tape, or -PG_EBUSY */
+
+/* Stopping a long call (a batch, a training run, a sweep of a long tape),
+   as sqlite3_interrupt does: safe to call from any thread, or from a signal
+   handler.  The call running on the tape fails with PG_EINTERRUPT at its
+   next check, which comes between blocks of rows (never inside the loop
+   over nodes), within microseconds to milliseconds; the tape stays as a
+   failed call leaves it.  A call that starts afterwards clears the request. */
+void pg_interrupt(pg_tape *t);
+
+/* The progress handler: a long call calls fn(ud) about every `ms`
+   milliseconds, on the thread that made the call.  A non-zero return stops
+   the call with PG_EINTERRUPT, and pg_callback_code() then gives the value
+   returned.  Short calls never call it (nor read the clock).  fn runs while
+   the tape is held, so it must not call into the tape.  NULL removes it. */
+typedef int (*pg_progress_fn)(void *ud);
+int pg_progress_handler(pg_tape *t, int ms, pg_progress_fn fn, void *ud);
 
 /* The op table, for bindings and graph export. */
 int pg_op_count(void);
@@ -96,12 +125,12 @@ int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native,
 /* Says that function dfn is fn's derivative, so derivative graphs of fn
    call dfn (and dfn's own derivative, to any order). */
 int pg_fn_link(pg_tape *t, int fn, int dfn);
-int pg_fn_count(const pg_tape *t);
-const char *pg_fn_name(pg_tape *t, int fn);
+int pg_fn_count(pg_tape *t);      /* or -PG_EBUSY */
+int pg_fn_name(pg_tape *t, int fn, const char **name);
 
-/* Reading the structure. */
-int pg_op(pg_tape *t, uint32_t i);    /* -PG_EINVAL for a bad index */
-const char *pg_name(pg_tape *t, uint32_t i); /* NULL when unnamed */
+/* Reading the structure.  A name stays valid as long as the tape. */
+int pg_op(pg_tape *t, uint32_t i);    /* the op, or -PG_EINVAL for a bad index */
+int pg_name(pg_tape *t, uint32_t i, const char **name); /* NULL when unnamed */
 /* Copies nodes [from, from + n) into the given arrays (any may be NULL). */
 int pg_export(pg_tape *t, uint32_t from, uint32_t n,
               uint8_t *op, uint32_t *a, uint32_t *b);
@@ -109,10 +138,17 @@ int pg_export(pg_tape *t, uint32_t from, uint32_t n,
 /* Values and sweeps.  Values are never stale: reading one evaluates what a
    set() made stale first. */
 int pg_set(pg_tape *t, uint32_t leaf, double value);
-double pg_value(pg_tape *t, uint32_t i);
-double pg_derive(pg_tape *t, uint32_t y, uint32_t x); /* forward mode dy/dx */
+int pg_value(pg_tape *t, uint32_t i, double *value);
+int pg_derive(pg_tape *t, uint32_t y, uint32_t x, double *dydx); /* forward mode */
 int pg_backprop(pg_tape *t, uint32_t y);  /* every grad becomes dy/dnode */
-double pg_grad(pg_tape *t, uint32_t i);
+int pg_grad(pg_tape *t, uint32_t i, double *grad);
+/* The fast path of bindings: node i's value (or grad) when it can be read
+   at once, else NaN -- when it is stale, i is bad or the tape is busy.  They
+   never evaluate, fail or record anything; after a NaN, pg_value (pg_grad)
+   gives the value or the status.  (An out parameter costs a Python binding
+   more than the whole call.) */
+double pg_peek_value(pg_tape *t, uint32_t i);
+double pg_peek_grad(pg_tape *t, uint32_t i);
 
 /* Derivatives as graphs: out[k] becomes a node (appended, or found on the
    tape) whose value is dy/dxs[k], built with constant folding and sharing

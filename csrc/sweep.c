@@ -121,14 +121,14 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
     { double tx = TANGENT(ia); \
       if (tx != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; r = (d_dx) * tx; } }
 
-/* d node / d seed for every node in (seed, top], with dot[0] = 1 for the
-   seed itself.  Zero tangents are skipped for the reason reverse gives. */
-static void tangent(pg_sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t top)
+/* d node / d seed for every node in (from, to]; dot[0] is 1, for the seed
+   itself.  Zero tangents are skipped for the reason reverse gives. */
+static void tangent(pg_sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t from,
+                    uint32_t to)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
-    dot[0] = 1.0;
-    for (uint32_t i = seed + 1; i <= top; i++) {
+    for (uint32_t i = from + 1; i <= to; i++) {
         uint32_t ia = a[i], ib = b[i];
         (void)ib;
         double r = 0;
@@ -144,24 +144,28 @@ static void tangent(pg_sweep *s, const double *restrict val, double *restrict do
 
 /* ---- the public sweeps -------------------------------------------------------- */
 
+/* Scalar sweeps run in chunks of this many nodes, with a check for an
+   interrupt between chunks. */
+#define CHUNK (1u << 16)
+
 /* Brings nodes [0, end) up to date. */
 int pg__eval_to(pg_tape *t, uint32_t end)
 {
-    if (t->stale >= end) return PG_OK;
-    if (t->busy) return pg__busy(t);
     pg_sweep s = {t, PG_OK, 0, 0, 0};
-    t->busy = 1;
-    pg__forward(&s, t->value, t->stale, end);
-    t->busy = 0;
-    if (s.status) return pg__sweep_failure(&s); /* stays stale: the next read retries */
-    t->stale = end;
+    pg_poll poll = {0, 0};
+    while (t->stale < end) {
+        uint32_t to = end - t->stale > CHUNK ? t->stale + CHUNK : end;
+        pg__forward(&s, t->value, t->stale, to);
+        if (s.status) return pg__sweep_failure(&s); /* stays stale: the next read retries */
+        t->stale = to;
+        if (to < end && pg__stop(t, &poll, CHUNK)) return pg__interrupted(t);
+    }
     return PG_OK;
 }
 
-int pg_set(pg_tape *t, uint32_t leaf, double value)
+static int set(pg_tape *t, uint32_t leaf, double value)
 {
     PG_CHECK_NODE(t, leaf);
-    if (t->busy) return pg__busy(t);
     if (t->op[leaf] != PG_OP_LEAF)
         return pg__fail(t, PG_ENOTLEAF, "node %u is a %s, not a leaf: only leaves can be set",
                         (unsigned)leaf, pg_op_name(t->op[leaf]));
@@ -170,75 +174,98 @@ int pg_set(pg_tape *t, uint32_t leaf, double value)
     return PG_OK;
 }
 
-double pg_value(pg_tape *t, uint32_t i)
+static int value(pg_tape *t, uint32_t i, double *out)
 {
-    t->errcode = PG_OK;
-    if (i >= t->n) {
-        pg__fail(t, PG_EINVAL, "node %u does not exist (the tape has %u nodes)", (unsigned)i, (unsigned)t->n);
-        return NAN;
-    }
-    if (pg__eval_to(t, i + 1)) return NAN;
-    return t->value[i];
+    PG_CHECK_NODE(t, i);
+    int rc = pg__eval_to(t, i + 1);
+    if (rc == PG_OK) *out = t->value[i];
+    return rc;
 }
 
-double pg_derive(pg_tape *t, uint32_t y, uint32_t x)
+static int derive(pg_tape *t, uint32_t y, uint32_t x, double *out)
 {
-    t->errcode = PG_OK;
-    if (y >= t->n || x >= t->n) {
-        pg__fail(t, PG_EINVAL, "node %u does not exist (the tape has %u nodes)",
-                 (unsigned)(y >= t->n ? y : x), (unsigned)t->n);
-        return NAN;
-    }
-    if (pg__eval_to(t, y + 1)) return NAN;
-    if (x > y) return 0.0; /* y was built before x, so cannot depend on it */
-    if (t->busy) {
-        pg__busy(t);
-        return NAN;
+    PG_CHECK_NODE(t, y);
+    PG_CHECK_NODE(t, x);
+    int rc = pg__eval_to(t, y + 1);
+    if (rc) return rc;
+    if (x > y) { /* y was built before x, so cannot depend on it */
+        *out = 0.0;
+        return PG_OK;
     }
     double *dot = pg__alloc(t, NULL, ((size_t)y - x + 1) * sizeof *dot);
-    if (!dot) {
-        pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
-        return NAN;
-    }
+    if (!dot) return pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
     pg_sweep s = {t, PG_OK, 0, 0, 0};
-    t->busy = 1;
-    tangent(&s, t->value, dot, x, y);
-    t->busy = 0;
+    pg_poll poll = {0, 0};
+    int stopped = 0;
+    dot[0] = 1.0;
+    for (uint32_t from = x; from < y && !stopped && !s.status; from += CHUNK) {
+        uint32_t to = y - from > CHUNK ? from + CHUNK : y;
+        tangent(&s, t->value, dot, x, from, to);
+        stopped = to < y && pg__stop(t, &poll, CHUNK);
+    }
     double result = dot[y - x];
     pg__alloc(t, dot, 0);
-    if (s.status) {
-        pg__sweep_failure(&s);
-        return NAN;
-    }
-    return result;
+    if (s.status) return pg__sweep_failure(&s);
+    if (stopped) return pg__interrupted(t);
+    *out = result;
+    return PG_OK;
 }
 
-int pg_backprop(pg_tape *t, uint32_t y)
+int pg__backprop(pg_tape *t, uint32_t y)
 {
     PG_CHECK_NODE(t, y);
     int rc = pg__eval_to(t, y + 1);
     if (rc) return rc;
-    if (t->busy) return pg__busy(t);
     memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
     t->grad[y] = 1.0;
     pg_sweep s = {t, PG_OK, 0, 0, 0};
-    t->busy = 1;
-    pg__reverse(&s, t->value, t->grad, y, 0);
-    t->busy = 0;
-    if (s.status) {
+    pg_poll poll = {0, 0};
+    int stopped = 0;
+    for (uint32_t top = y + 1; top > 0 && !stopped && !s.status;) {
+        uint32_t bottom = top > CHUNK ? top - CHUNK : 0;
+        pg__reverse(&s, t->value, t->grad, top - 1, bottom);
+        top = bottom;
+        stopped = top > 0 && pg__stop(t, &poll, CHUNK);
+    }
+    if (stopped || s.status) {
         memset(t->grad, 0, (size_t)t->n * sizeof *t->grad); /* no half-made grads */
-        return pg__sweep_failure(&s);
+        return s.status ? pg__sweep_failure(&s) : pg__interrupted(t);
     }
     return PG_OK;
 }
 
-double pg_grad(pg_tape *t, uint32_t i)
+/* The public sweeps hold the tape from start to end. */
+int pg_set(pg_tape *t, uint32_t leaf, double v) { PG_HOLDING(t, PG_EBUSY, set(t, leaf, v)); }
+
+int pg_value(pg_tape *t, uint32_t i, double *out) { PG_HOLDING(t, PG_EBUSY, value(t, i, out)); }
+
+int pg_derive(pg_tape *t, uint32_t y, uint32_t x, double *out) { PG_HOLDING(t, PG_EBUSY, derive(t, y, x, out)); }
+
+int pg_backprop(pg_tape *t, uint32_t y) { PG_HOLDING(t, PG_EBUSY, pg__backprop(t, y)); }
+
+static int grad(pg_tape *t, uint32_t i, double *out)
 {
-    if (i >= t->n) {
-        pg__fail(t, PG_EINVAL, "node %u does not exist (the tape has %u nodes)", (unsigned)i, (unsigned)t->n);
-        return NAN;
-    }
-    return t->grad[i];
+    PG_CHECK_NODE(t, i);
+    *out = t->grad[i];
+    return PG_OK;
+}
+
+int pg_grad(pg_tape *t, uint32_t i, double *out) { PG_HOLDING(t, PG_EBUSY, grad(t, i, out)); }
+
+double pg_peek_value(pg_tape *t, uint32_t i)
+{
+    if (!pg__enter(t)) return NAN;
+    double v = i < t->stale && i < t->n ? t->value[i] : NAN;
+    pg__leave(t);
+    return v;
+}
+
+double pg_peek_grad(pg_tape *t, uint32_t i)
+{
+    if (!pg__enter(t)) return NAN;
+    double g = i < t->n ? t->grad[i] : NAN;
+    pg__leave(t);
+    return g;
 }
 
 /* ---- many nodes at once ----------------------------------------------------------- */
@@ -255,7 +282,7 @@ static int check_nodes(pg_tape *t, const uint32_t *idx, size_t n, uint32_t *max)
     return PG_OK;
 }
 
-int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out)
+static int values(pg_tape *t, const uint32_t *idx, size_t n, double *out)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
@@ -265,7 +292,7 @@ int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     return PG_OK;
 }
 
-int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out)
+static int grads(pg_tape *t, const uint32_t *idx, size_t n, double *out)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
@@ -274,7 +301,7 @@ int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     return PG_OK;
 }
 
-int pg_set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
+static int set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
@@ -283,14 +310,11 @@ int pg_set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
     return PG_OK;
 }
 
-int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n) { return pg_set_grads(t, idx, n, NULL); }
-
-int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
+static int set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
 {
     uint32_t max = 0;
     int rc = check_nodes(t, idx, n, &max);
     if (rc) return rc;
-    if (t->busy) return pg__busy(t);
     for (size_t k = 0; k < n; k++)
         if (t->op[idx[k]] != PG_OP_LEAF)
             return pg__fail(t, PG_ENOTLEAF, "node %u is a %s, not a leaf: only leaves can be set",
@@ -300,4 +324,17 @@ int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
         if (t->stale > idx[k] + 1) t->stale = idx[k] + 1;
     }
     return PG_OK;
+}
+
+/* Each holds the tape, as the sweeps do. */
+int pg_values(pg_tape *t, const uint32_t *idx, size_t n, double *out) { PG_HOLDING(t, PG_EBUSY, values(t, idx, n, out)); }
+int pg_grads(pg_tape *t, const uint32_t *idx, size_t n, double *out) { PG_HOLDING(t, PG_EBUSY, grads(t, idx, n, out)); }
+int pg_set_grads(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
+{
+    PG_HOLDING(t, PG_EBUSY, set_grads(t, idx, n, in));
+}
+int pg_zero_grads(pg_tape *t, const uint32_t *idx, size_t n) { PG_HOLDING(t, PG_EBUSY, set_grads(t, idx, n, NULL)); }
+int pg_set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *in)
+{
+    PG_HOLDING(t, PG_EBUSY, set_values(t, idx, n, in));
 }

@@ -2,12 +2,14 @@
  * tape.c -- the node arena: creating and freeing tapes, appending nodes,
  * names, user functions and errors.  Evaluation lives in sweep.c.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "tape.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The most nodes a tape holds: indices are uint32 and n must fit too. */
 #define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
@@ -24,15 +26,71 @@ int pg__fail(pg_tape *t, int code, const char *fmt, ...)
     return code;
 }
 
-int pg__busy(pg_tape *t)
-{
-    return pg__fail(t, PG_EBUSY, "the tape is being evaluated: a function called back into it, "
-                                 "or another thread is using it");
-}
-
 int pg_errcode(const pg_tape *t) { return t->errcode; }
 int pg_callback_code(const pg_tape *t) { return t->callback_code; }
 const char *pg_errmsg(const pg_tape *t) { return t->errcode ? t->errmsg : "not an error"; }
+
+const char *pg_errstr(int code)
+{
+    switch (code) {
+    case PG_OK: return "not an error";
+    case PG_ENOMEM: return "out of memory";
+    case PG_EINVAL: return "bad argument";
+    case PG_ENOTLEAF: return "not a leaf";
+    case PG_EBUSY: return "the tape is in use: another thread is using it, "
+                          "or a function called back into the sweep evaluating it";
+    case PG_ECALLBACK: return "a user function failed";
+    case PG_ENODERIV: return "a user function has no derivative of the order needed";
+    case PG_EINTERRUPT: return "interrupted";
+    }
+    return "unknown status code";
+}
+
+/* ---- interrupts ------------------------------------------------------------ */
+
+void pg_interrupt(pg_tape *t) { atomic_store_explicit(&t->interrupted, 1, memory_order_relaxed); }
+
+int pg_progress_handler(pg_tape *t, int ms, pg_progress_fn fn, void *ud)
+{
+    if (!pg__enter(t)) return PG_EBUSY;
+    int rc = PG_OK;
+    if (ms < 1) rc = pg__fail(t, PG_EINVAL, "the progress interval must be at least 1 ms, not %d", ms);
+    else {
+        t->progress = fn;
+        t->progress_ud = ud;
+        t->progress_ms = ms;
+    }
+    pg__leave(t);
+    return rc;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+int pg__progress(pg_tape *t, pg_poll *p)
+{
+    p->work = 0;
+    double now = now_ms();
+    if (p->next_ms == 0) p->next_ms = now + t->progress_ms; /* the call has become long */
+    if (now < p->next_ms) return 0;
+    p->next_ms = now + t->progress_ms;
+    int code = t->progress(t->progress_ud);
+    if (code == 0) return 0;
+    t->progress_code = code;
+    atomic_store_explicit(&t->interrupted, 1, memory_order_relaxed); /* stops the other threads */
+    return 1;
+}
+
+int pg__interrupted(pg_tape *t)
+{
+    t->callback_code = t->progress_code;
+    t->progress_code = 0;
+    return pg__fail(t, PG_EINTERRUPT, t->callback_code ? "stopped by the progress handler" : "interrupted");
+}
 
 static void *default_alloc(void *ud, void *ptr, size_t size)
 {
@@ -74,6 +132,8 @@ pg_tape *pg_tape_new_with_alloc(pg_alloc_fn alloc, void *ud)
     pg_tape *t = alloc(ud, NULL, sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
+    atomic_init(&t->busy, 0);
+    atomic_init(&t->interrupted, 0);
     t->alloc = alloc;
     t->alloc_ud = ud;
     return t;
@@ -97,9 +157,15 @@ void pg_tape_free(pg_tape *t)
     t->alloc(t->alloc_ud, t, 0);
 }
 
-uint32_t pg_size(const pg_tape *t) { return t->n; }
+int64_t pg_size(pg_tape *t)
+{
+    if (!pg__enter(t)) return -PG_EBUSY;
+    int64_t n = t->n;
+    pg__leave(t);
+    return n;
+}
 
-size_t pg_memory(const pg_tape *t)
+static size_t memory(const pg_tape *t)
 {
     size_t bytes = sizeof *t + (size_t)t->cap * (1 + 4 + 4 + 8 + 8);
     bytes += (size_t)t->cap_names * sizeof *t->names + (size_t)t->cap_fns * sizeof *t->fns;
@@ -108,10 +174,17 @@ size_t pg_memory(const pg_tape *t)
     return bytes;
 }
 
-int pg_reserve(pg_tape *t, uint64_t nodes)
+int64_t pg_memory(pg_tape *t)
+{
+    if (!pg__enter(t)) return -PG_EBUSY;
+    int64_t bytes = (int64_t)memory(t);
+    pg__leave(t);
+    return bytes;
+}
+
+int pg__reserve(pg_tape *t, uint64_t nodes)
 {
     if (nodes <= t->cap) return PG_OK;
-    if (t->busy) return pg__busy(t);
     if (nodes > PG_MAX_NODES)
         return pg__fail(t, PG_ENOMEM, "a tape holds at most %llu nodes, %llu were asked for",
                         (unsigned long long)PG_MAX_NODES, (unsigned long long)nodes);
@@ -126,15 +199,19 @@ int pg_reserve(pg_tape *t, uint64_t nodes)
     return PG_OK;
 }
 
+int pg_reserve(pg_tape *t, uint64_t nodes)
+{
+    PG_HOLDING(t, PG_EBUSY, pg__reserve(t, nodes));
+}
+
 /* Appends one node and returns its index, or a negated status. */
 static int64_t append(pg_tape *t, int op, uint32_t a, uint32_t b, double value)
 {
-    if (t->busy) return -pg__busy(t);
     if (t->n == t->cap) {
         uint64_t want = t->cap ? (uint64_t)t->cap * 2 : 64;
         if (want > PG_MAX_NODES) want = PG_MAX_NODES;
         if (t->n == want) return -pg__fail(t, PG_ENOMEM, "the tape is full (%u nodes)", (unsigned)t->n);
-        int rc = pg_reserve(t, want);
+        int rc = pg__reserve(t, want);
         if (rc) return -rc;
     }
     uint32_t i = t->n++;
@@ -176,14 +253,15 @@ static int64_t append_value(pg_tape *t, int op, double value, const char *name)
     return i;
 }
 
+/* The public builders; a negative index passes a status through. */
 int64_t pg_leaf(pg_tape *t, double value, const char *name)
 {
-    return append_value(t, PG_OP_LEAF, value, name);
+    PG_HOLDING(t, -PG_EBUSY, append_value(t, PG_OP_LEAF, value, name));
 }
 
 int64_t pg_const(pg_tape *t, double value, const char *name)
 {
-    return append_value(t, PG_OP_CONST, value, name);
+    PG_HOLDING(t, -PG_EBUSY, append_value(t, PG_OP_CONST, value, name));
 }
 
 static int op_has_kind(int op, int operands)
@@ -191,14 +269,14 @@ static int op_has_kind(int op, int operands)
     return op >= 0 && op < PG_OP_COUNT && op != PG_OP_CALL && pg_op_arity(op) == operands;
 }
 
-int64_t pg_unary(pg_tape *t, int op, uint32_t a)
+static int64_t unary(pg_tape *t, int op, uint32_t a)
 {
     if (!op_has_kind(op, 1)) return -pg__fail(t, PG_EINVAL, "op %d is not a unary op", op);
     if (a >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)a);
     return append(t, op, a, 0, 0.0);
 }
 
-int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b)
+static int64_t binary(pg_tape *t, int op, uint32_t a, uint32_t b)
 {
     if (!op_has_kind(op, 2)) return -pg__fail(t, PG_EINVAL, "op %d is not a binary op", op);
     if (a >= t->n || b >= t->n)
@@ -208,7 +286,7 @@ int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b)
     return append(t, op, a, b, 0.0);
 }
 
-int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
+static int64_t binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
 {
     if (!op_has_kind(op, 2)) return -pg__fail(t, PG_EINVAL, "op %d is not a binary op", op);
     if (a >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)a);
@@ -216,7 +294,7 @@ int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
         return -pg__fail(t, PG_EINVAL, "the exponent of POWC must be the constant");
     /* Make room for both nodes first, so that we never leave half a result. */
     if (t->n + 2ull > t->cap) {
-        int rc = pg_reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64);
+        int rc = pg__reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64);
         if (rc) return -rc;
     }
     int64_t c = append(t, PG_OP_CONST, 0, 0, k);
@@ -224,7 +302,7 @@ int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
     return k_first ? append(t, op, (uint32_t)c, a, 0.0) : append(t, op, a, (uint32_t)c, 0.0);
 }
 
-int64_t pg_call(pg_tape *t, int fn, uint32_t a)
+static int64_t call(pg_tape *t, int fn, uint32_t a)
 {
     if (fn < 0 || (uint32_t)fn >= t->n_fns)
         return -pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
@@ -232,11 +310,18 @@ int64_t pg_call(pg_tape *t, int fn, uint32_t a)
     return append(t, PG_OP_CALL, a, (uint32_t)fn, 0.0);
 }
 
+int64_t pg_unary(pg_tape *t, int op, uint32_t a) { PG_HOLDING(t, -PG_EBUSY, unary(t, op, a)); }
+int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b) { PG_HOLDING(t, -PG_EBUSY, binary(t, op, a, b)); }
+int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
+{
+    PG_HOLDING(t, -PG_EBUSY, binary_const(t, op, a, k, k_first));
+}
+int64_t pg_call(pg_tape *t, int fn, uint32_t a) { PG_HOLDING(t, -PG_EBUSY, call(t, fn, a)); }
+
 /* ---- user functions --------------------------------------------------------- */
 
-int pg_fn_new(pg_tape *t, const char *name)
+int pg__fn_new(pg_tape *t, const char *name)
 {
-    if (t->busy) return -pg__busy(t);
     if (!name) return -pg__fail(t, PG_EINVAL, "a function needs a name");
     if (t->n_fns >= (uint32_t)INT32_MAX) return -pg__fail(t, PG_ENOMEM, "too many functions");
     if (t->n_fns == t->cap_fns) {
@@ -255,9 +340,10 @@ int pg_fn_new(pg_tape *t, const char *name)
     return (int)t->n_fns++;
 }
 
-int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
+int pg_fn_new(pg_tape *t, const char *name) { PG_HOLDING(t, -PG_EBUSY, pg__fn_new(t, name)); }
+
+static int fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
 {
-    if (t->busy) return pg__busy(t);
     if (fn < 0 || (uint32_t)fn >= t->n_fns) return pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
     if (order < 0 || order >= PG_FN_ORDERS)
         return pg__fail(t, PG_EINVAL, "order %d is not between 0 and %d", order, PG_FN_ORDERS - 1);
@@ -271,35 +357,53 @@ int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn
     return PG_OK;
 }
 
-int pg_fn_link(pg_tape *t, int fn, int dfn)
+int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
 {
-    if (t->busy) return pg__busy(t);
+    PG_HOLDING(t, PG_EBUSY, fn_set(t, fn, order, native, callback, ud));
+}
+
+static int fn_link(pg_tape *t, int fn, int dfn)
+{
     if (fn < 0 || (uint32_t)fn >= t->n_fns || dfn < 0 || (uint32_t)dfn >= t->n_fns)
         return pg__fail(t, PG_EINVAL, "function %d does not exist", fn < 0 || (uint32_t)fn >= t->n_fns ? fn : dfn);
     t->fns[fn].deriv = dfn;
     return PG_OK;
 }
 
-int pg_fn_count(const pg_tape *t) { return (int)t->n_fns; }
-
-const char *pg_fn_name(pg_tape *t, int fn)
+int pg_fn_link(pg_tape *t, int fn, int dfn)
 {
-    if (fn < 0 || (uint32_t)fn >= t->n_fns) {
-        pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
-        return NULL;
-    }
-    return t->fns[fn].name;
+    PG_HOLDING(t, PG_EBUSY, fn_link(t, fn, dfn));
+}
+
+int pg_fn_count(pg_tape *t)
+{
+    if (!pg__enter(t)) return -PG_EBUSY;
+    int n = (int)t->n_fns;
+    pg__leave(t);
+    return n;
+}
+
+int pg_fn_name(pg_tape *t, int fn, const char **name)
+{
+    if (!pg__enter(t)) return PG_EBUSY;
+    int rc = PG_OK;
+    if (fn < 0 || (uint32_t)fn >= t->n_fns) rc = pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
+    else *name = t->fns[fn].name;
+    pg__leave(t);
+    return rc;
 }
 
 /* ---- reading the structure ---------------------------------------------------- */
 
 int pg_op(pg_tape *t, uint32_t i)
 {
-    if (i >= t->n) return -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)i);
-    return t->op[i];
+    if (!pg__enter(t)) return -PG_EBUSY;
+    int op = i < t->n ? t->op[i] : -pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)i);
+    pg__leave(t);
+    return op;
 }
 
-const char *pg_name(pg_tape *t, uint32_t i)
+static const char *name_of(const pg_tape *t, uint32_t i)
 {
     /* Binary search: names are sorted by node. */
     uint32_t lo = 0, hi = t->n_names;
@@ -311,7 +415,17 @@ const char *pg_name(pg_tape *t, uint32_t i)
     return lo < t->n_names && t->names[lo].node == i ? t->names[lo].name : NULL;
 }
 
-int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, uint32_t *b)
+int pg_name(pg_tape *t, uint32_t i, const char **name)
+{
+    if (!pg__enter(t)) return PG_EBUSY;
+    int rc = PG_OK;
+    if (i >= t->n) rc = pg__fail(t, PG_EINVAL, "node %u does not exist", (unsigned)i);
+    else *name = name_of(t, i);
+    pg__leave(t);
+    return rc;
+}
+
+static int export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, uint32_t *b)
 {
     if (from > t->n || n > t->n - from)
         return pg__fail(t, PG_EINVAL, "nodes %u to %llu do not exist (the tape has %u nodes)",
@@ -321,6 +435,11 @@ int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, u
     if (a) memcpy(a, t->a + from, n * sizeof *a);
     if (b) memcpy(b, t->b + from, n * sizeof *b);
     return PG_OK;
+}
+
+int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, uint32_t *b)
+{
+    PG_HOLDING(t, PG_EBUSY, export(t, from, n, op, a, b));
 }
 
 /* ---- the op table, as data ------------------------------------------------------ */

@@ -8,6 +8,8 @@
 #include "pyrograd.h"
 #include "ops.h"
 
+#include <stdatomic.h>
+
 /* One derivative order of a user function: native pointer or callback. */
 typedef struct pg_fnslot {
     pg_native_fn native;
@@ -39,9 +41,16 @@ struct pg_tape {
     /* Nodes from here on may be stale: a set() happened below them. */
     uint32_t stale;
 
-    /* Set while a sweep runs, so a callback cannot grow or edit the tape
-       under the sweep's feet. */
-    int busy;
+    /* Held by the call using the tape (pg__enter), so that neither another
+       thread nor a callback from the sweep can grow or edit it underfoot. */
+    atomic_int busy;
+
+    /* Set by pg_interrupt; read by the call running between blocks. */
+    atomic_int interrupted;
+    pg_progress_fn progress;
+    void *progress_ud;
+    int progress_ms;
+    int progress_code; /* what the handler returned when it stopped a call */
 
     pg_namedef *names;
     uint32_t n_names, cap_names;
@@ -93,20 +102,70 @@ static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
 void pg__forward(pg_sweep *s, double *val, uint32_t from, uint32_t to);
 void pg__reverse(pg_sweep *s, const double *val, double *grad, uint32_t top, uint32_t bottom);
 int pg__eval_to(pg_tape *t, uint32_t end);
+int pg__backprop(pg_tape *t, uint32_t y); /* pg_backprop, for a caller holding the tape */
 int pg__sweep_failure(const pg_sweep *s);
+
+/* Records a failure on the tape and returns code, for `return fail(...)`. */
+int pg__fail(pg_tape *t, int code, const char *fmt, ...);
+void *pg__alloc(pg_tape *t, void *ptr, size_t size);
+int pg__reserve(pg_tape *t, uint64_t nodes);
+int pg__fn_new(pg_tape *t, const char *name);
+
+/* Every public function that reads or changes the tape runs between these:
+   enter takes the busy flag (false when it is taken: PG_EBUSY, and nothing
+   touched) and clears an interrupt left from before; leave gives it back. */
+static inline int pg__enter(pg_tape *t)
+{
+    int idle = 0;
+    if (!atomic_compare_exchange_strong_explicit(&t->busy, &idle, 1, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return 0;
+    atomic_store_explicit(&t->interrupted, 0, memory_order_relaxed);
+    return 1;
+}
+
+static inline void pg__leave(pg_tape *t) { atomic_store_explicit(&t->busy, 0, memory_order_release); }
+
+/* Checks for an interrupt between blocks of work.  One pg_poll belongs to
+   the thread that made the call, which alone runs the progress handler;
+   other threads pass NULL and only read the flag.  `work` counts node
+   evaluations since the last check: the clock is read only after enough of
+   them, so short calls never read it. */
+typedef struct pg_poll {
+    uint64_t work;
+    double next_ms; /* when the handler is due; 0 before the first look */
+} pg_poll;
+
+int pg__progress(pg_tape *t, pg_poll *p); /* 1 when the call must stop */
+
+static inline int pg__stop(pg_tape *t, pg_poll *p, uint64_t work)
+{
+    if (atomic_load_explicit(&t->interrupted, memory_order_relaxed)) return 1;
+    if (!p || !t->progress) return 0;
+    p->work += work;
+    return p->work >= (1u << 16) && pg__progress(t, p);
+}
+
+/* The failure of a call that pg__stop stopped. */
+int pg__interrupted(pg_tape *t);
+
+/* The body of a public function: `call` holding the tape, or busy_result
+   at once when the tape is held. */
+#define PG_HOLDING(t, busy_result, call)      \
+    do {                                      \
+        if (!pg__enter(t)) return busy_result; \
+        int64_t result_ = (call);             \
+        pg__leave(t);                         \
+        return result_;                       \
+    } while (0)
 
 /* A grad_batch planned once and run many times (optim.c runs one per epoch). */
 typedef struct pg_batch pg_batch;
 int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
                         const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
                         int threads, pg_batch **out);
-int pg__batch_grad(pg_batch *b, double *loss_out, double *grads_out);
+int pg__batch_grad(pg_batch *b, pg_poll *poll, double *loss_out, double *grads_out);
 void pg__batch_close(pg_batch *b);
-
-/* Records a failure on the tape and returns code, for `return fail(...)`. */
-int pg__fail(pg_tape *t, int code, const char *fmt, ...);
-int pg__busy(pg_tape *t); /* the PG_EBUSY failure */
-void *pg__alloc(pg_tape *t, void *ptr, size_t size);
 
 #define PG_CHECK_NODE(t, i)                                                  \
     do {                                                                     \

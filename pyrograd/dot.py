@@ -93,13 +93,15 @@ def _reachable(root, a, b, arity):
 
 
 def _label(tape, i, op, aux, number, value):
-    name = lib.pg_name(tape._ptr, i)
-    if name != ffi.NULL:
-        text = ffi.string(name).decode()
+    name = ffi.new("char **")
+    tape._check(lib.pg_name(tape._ptr, i, name))
+    if name[0] != ffi.NULL:
+        text = ffi.string(name[0]).decode()
     elif op == _CONST:
-        text = number(value if value is not None else lib.pg_value(tape._ptr, i))
+        text = number(value if value is not None else tape._term(i).value)
     elif op == _CALL:
-        text = ffi.string(lib.pg_fn_name(tape._ptr, int(aux))).decode()
+        tape._check(lib.pg_fn_name(tape._ptr, int(aux), name))
+        text = ffi.string(name[0]).decode()
     else:
         text = OP_LABELS[op]
     return text.replace("\\", "\\\\").replace('"', '\\"')

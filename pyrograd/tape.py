@@ -7,7 +7,7 @@ made stale, so a value read is never out of date.
 """
 import numbers
 
-from ._binding import OPS, ParkedErrors, ffi, lib, raise_status
+from ._binding import OPS, PROGRESS_MS, ParkedErrors, ffi, lib, raise_status
 from .errors import TapeMismatchError
 
 _NUMBER_TYPES = (float, int)
@@ -16,8 +16,8 @@ _NUMBER_TYPES = (float, int)
 _pg_binary = lib.pg_binary
 _pg_binary_const = lib.pg_binary_const
 _pg_unary = lib.pg_unary
-_pg_value = lib.pg_value
-_pg_grad = lib.pg_grad
+_pg_peek_value = lib.pg_peek_value
+_pg_peek_grad = lib.pg_peek_grad
 
 _ADD, _SUB, _MUL, _DIV = OPS["add"], OPS["sub"], OPS["mul"], OPS["div"]
 _POW, _POWC, _MAX, _MIN = OPS["pow"], OPS["powc"], OPS["max"], OPS["min"]
@@ -54,13 +54,31 @@ class Tape:
     __slots__ = ("_ptr", "_owner", "_pending", "_functions", "__weakref__")
 
     def __init__(self):
-        ptr = lib.pg_tape_new()
+        self._adopt(lib.pg_tape_new(), None)
+
+    @classmethod
+    def _with_allocator(cls, allocator):
+        """A tape whose C core allocates through `allocator`, a cffi
+        pg_alloc_fn (tests make it fail on purpose)."""
+        tape = cls.__new__(cls)
+        tape._adopt(lib.pg_tape_new_with_alloc(allocator, ffi.NULL), allocator)
+        return tape
+
+    def _adopt(self, ptr, allocator):
         if ptr == ffi.NULL:
             raise MemoryError("out of memory creating a tape")
-        self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
+        if allocator is None:
+            self._owner = ffi.gc(ptr, lib.pg_tape_free)  # frees the C tape with this object
+        else:
+            def free(ptr, allocator=allocator):  # keeps the allocator alive for the last free
+                lib.pg_tape_free(ptr)
+
+            self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
         self._functions = {}  # (name, id(f), id(df), id(d2f)) -> (function id, what C points into)
+        # Lets Ctrl-C stop a long call (see _binding.pg_py_progress).
+        self._check(lib.pg_progress_handler(ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL))
 
     def term(self, name=None, value=0.0):
         """A new leaf: a variable that `set` can change. `name` may be None."""
@@ -95,12 +113,21 @@ class Tape:
             raise_status(self, code)
 
     def __len__(self):
-        return lib.pg_size(self._ptr)
+        n = lib.pg_size(self._ptr)
+        if n < 0:
+            raise_status(self, -n)
+        return n
+
+    def __bool__(self):
+        return True  # even when empty, and without asking a tape another thread may hold
 
     @property
     def memory(self):
         """Bytes held by the C arena (nodes, names, function table)."""
-        return lib.pg_memory(self._ptr)
+        n = lib.pg_memory(self._ptr)
+        if n < 0:
+            raise_status(self, -n)
+        return n
 
     # ---- numpy in and out (pyrograd.batch): one C call each
     def values(self, terms):
@@ -149,7 +176,8 @@ class Tape:
         return to_dot(self, None, **options)
 
     def __repr__(self):
-        return f"<pyrograd.Tape of {len(self)} nodes>"
+        n = lib.pg_size(self._ptr)
+        return f"<pyrograd.Tape of {n} nodes>" if n >= 0 else "<pyrograd.Tape (in use)>"
 
 
 _new_term = object.__new__
@@ -312,9 +340,11 @@ class Term:
     @property
     def value(self):
         """The node's value, re-evaluated first if a `set` made it stale."""
-        value = _pg_value(self.tape._ptr, self.index)
-        if value != value:  # NaN: a real result, or a failure to report
-            self.tape._check(lib.pg_errcode(self.tape._ptr))
+        value = _pg_peek_value(self.tape._ptr, self.index)
+        if value != value:  # stale, busy, or a NaN: ask with a status
+            out = ffi.new("double *")
+            self.tape._check(lib.pg_value(self.tape._ptr, self.index, out))
+            value = out[0]
         return value
 
     def eval(self):
@@ -333,7 +363,12 @@ class Term:
     @property
     def grad(self):
         """d(output)/d(this node) from the last `backprop` on this tape (0.0 before any)."""
-        return _pg_grad(self.tape._ptr, self.index)
+        grad = _pg_peek_grad(self.tape._ptr, self.index)
+        if grad != grad:  # busy, or a NaN: ask with a status
+            out = ffi.new("double *")
+            self.tape._check(lib.pg_grad(self.tape._ptr, self.index, out))
+            grad = out[0]
+        return grad
 
     def derive(self, wrt):
         """Forward-mode derivative d self / d wrt at the current values."""
@@ -341,10 +376,9 @@ class Term:
             raise TypeError(f"derive takes a Term, not {type(wrt).__name__}")
         if wrt.tape is not self.tape:
             raise TapeMismatchError("derive: the two terms belong to different tapes")
-        result = lib.pg_derive(self.tape._ptr, self.index, wrt.index)
-        if result != result:
-            self.tape._check(lib.pg_errcode(self.tape._ptr))
-        return result
+        result = ffi.new("double *")
+        self.tape._check(lib.pg_derive(self.tape._ptr, self.index, wrt.index, result))
+        return result[0]
 
     def backprop(self):
         """Reverse sweep from this term: afterwards every term's `.grad` is
@@ -355,12 +389,16 @@ class Term:
     @property
     def name(self):
         """The name given to a leaf or constant, or None."""
-        name = lib.pg_name(self.tape._ptr, self.index)
-        return None if name == ffi.NULL else ffi.string(name).decode()
+        name = ffi.new("char **")
+        self.tape._check(lib.pg_name(self.tape._ptr, self.index, name))
+        return None if name[0] == ffi.NULL else ffi.string(name[0]).decode()
 
     @property
     def is_leaf(self):
-        return lib.pg_op(self.tape._ptr, self.index) == _LEAF
+        op = lib.pg_op(self.tape._ptr, self.index)
+        if op < 0:
+            raise_status(self.tape, -op)
+        return op == _LEAF
 
     def dot(self, **options):
         """Graphviz DOT text of what this term depends on; see pyrograd.dot.to_dot."""

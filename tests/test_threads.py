@@ -1,0 +1,211 @@
+"""Threads: separate tapes in parallel, and one tape shared by many threads.
+
+cffi releases the GIL around every C call, so tapes driven from separate
+Python threads run at the same time and must give the single-thread results
+exactly.  A tape used by two threads at once is never corrupted: each C call
+takes the tape's busy flag, and a call that finds it taken raises
+TapeBusyError without touching the tape.
+"""
+import math
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import pyrograd as pg
+from _pyrograd_core import lib
+
+
+def build_model(seed):
+    """A small network on a tape of its own, and data for it."""
+    rng = np.random.default_rng(seed)
+    tape = pg.Tape()
+    xs = [tape.term(f"x{k}", 0.0) for k in range(3)]
+    ws = [tape.term(f"w{k}", float(v)) for k, v in enumerate(rng.normal(size=3))]
+    h = pg.tanh(sum((x * w for x, w in zip(xs, ws)), tape.const(0.1)))
+    sigmoid = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    soft = pg.apply(h, "soft", lambda v: math.log1p(math.exp(v)), sigmoid, lambda v: sigmoid(v) * (1 - sigmoid(v)))
+    loss = (soft - 0.5) ** 2
+    data = rng.normal(size=(3000, 3))
+    return tape, xs, ws, loss, data
+
+
+def results(seed):
+    """Everything a model gives, run from start to end on one thread."""
+    tape, xs, ws, loss, data = build_model(seed)
+    total, grads = tape.grad_batch(loss, xs, data, ws, threads=1)
+    outputs = tape.eval_batch(loss, xs, data[:500], threads=1)
+    tape.set_values(xs, data[0])
+    loss.backprop()
+    dw = tape.grads(ws)
+    second = [pg.grad(g, ws[0]).value for g in pg.grad(loss, ws)]
+    losses = pg.optim.Adam(ws, lr=0.01).run(loss, xs, data, epochs=5, threads=1)
+    return [total, grads.tolist(), outputs.tolist(), dw.tolist(), second, losses.tolist(),
+            tape.values(ws).tolist()]
+
+
+def test_separate_tapes_on_separate_threads_give_the_single_thread_results():
+    seeds = list(range(6))
+    expected = {seed: results(seed) for seed in seeds}
+    got, errors = {}, []
+
+    def work(seed):
+        try:
+            for _ in range(3):
+                got.setdefault(seed, []).append(results(seed))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for seed in seeds:
+        assert got[seed] == [expected[seed]] * 3  # exactly, bit for bit
+
+
+def test_a_call_in_c_lets_other_python_threads_run():
+    """While one thread is inside a long C call, another runs Python code and
+    sees the first thread's tape held: the GIL was released."""
+    tape, xs, ws, loss, _ = build_model(0)
+    loss = pg.tanh(loss)
+    for _ in range(200):
+        loss = pg.tanh(loss * 0.9 + 0.01)
+    data = np.zeros((400_000, 3))
+    started, seen_busy = threading.Event(), threading.Event()
+
+    def long_call():
+        started.set()
+        tape.eval_batch(loss, xs, data, threads=1)
+
+    def watch():
+        started.wait()
+        # Polls until the tape is seen held or the call has ended.
+        while worker.is_alive():
+            if lib.pg_size(tape._ptr) == -lib.PG_EBUSY:
+                seen_busy.set()
+                return
+
+    worker = threading.Thread(target=long_call)
+    watcher = threading.Thread(target=watch)
+    worker.start()
+    watcher.start()
+    worker.join()
+    watcher.join()
+    assert seen_busy.is_set()
+
+
+def test_many_threads_on_one_tape_never_corrupt_it():
+    """Eight threads build, set, read, backprop and run batches on one tape.
+    Every call either gives the right answer or raises TapeBusyError."""
+    tape = pg.Tape()
+    x, w = tape.term("x", 2.0), tape.term("w", -0.5)
+    y = pg.tanh(x * w) + x
+    data = np.linspace(-1, 1, 400).reshape(-1, 1)
+    x0, w0 = 2.0, -0.5
+    # The answers, from one thread first.
+    y_value = y.value
+    y.backprop()
+    dy_dw = w.grad
+    derived = y.derive(w)
+    graph_value = pg.grad(y, w).value
+    batch_total, batch_grad = tape.grad_batch(y, [x], data, [w], threads=1)
+    batch_values = tape.eval_batch(y, [x], data, threads=1)
+
+    built = []  # (term, expected value) of every node a thread managed to build
+    done = [0] * 9  # steps of each kind that succeeded
+    busy = [0]
+    errors = []
+    lock = threading.Lock()
+
+    def expect(condition, what):
+        if not condition:
+            raise AssertionError(what)
+
+    def step(kind, rng):
+        if kind == 0:  # build: x * w + k
+            k = float(rng.randrange(100))
+            z = x * w + k
+            with lock:
+                built.append((z, x0 * w0 + k))
+        elif kind == 1:
+            x.set(x0)  # the same value: makes nodes stale, keeps every answer
+        elif kind == 2:
+            expect(y.value == y_value, "y.value")
+        elif kind == 3:
+            y.backprop()  # grads are shared: only check the value read back below
+            # another thread's grad_batch may have come in between
+            expect(w.grad in (dy_dw, batch_grad[0]), f"w.grad = {w.grad}")
+        elif kind == 4:
+            total, grad = tape.grad_batch(y, [x], data, [w], threads=1)
+            expect(total == batch_total and grad.tolist() == batch_grad.tolist(), "grad_batch")
+            tape.set_values([x], np.array([x0]))
+        elif kind == 5:
+            values = tape.eval_batch(y, [x], data, threads=rng.choice([1, 2]))  # rows alone: exact
+            expect(values.tolist() == batch_values.tolist(), "eval_batch")
+        elif kind == 6:
+            g = pg.grad(y, w)
+            expect(g.value == graph_value, "grad graph")
+        elif kind == 7:
+            expect(y.derive(w) == derived, "derive")
+        else:
+            expect(tape.values([x, w]).tolist() == [x0, w0], "values")
+            expect(len(tape) > 0 and x.name == "x" and not y.is_leaf, "structure")
+
+    def hammer(seed):
+        """Steps of random kinds, each tried again while the tape is busy."""
+        rng = random.Random(seed)
+        for _ in range(200):
+            kind = rng.randrange(9)
+            for _ in range(10_000):
+                try:
+                    step(kind, rng)
+                except pg.TapeBusyError:
+                    with lock:
+                        busy[0] += 1
+                    time.sleep(0)  # let the holder have the GIL back
+                    continue
+                except BaseException as error:
+                    errors.append(error)
+                    return
+                with lock:
+                    done[kind] += 1
+                break
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sum(done) == 8 * 200 and all(done)
+    print(f"\none tape, 8 threads: {sum(done)} steps succeeded, {busy[0]} tries raised TapeBusyError")
+
+    # Afterwards, on one thread: every node built is there and right.
+    assert y.value == y_value
+    for z, value in built:
+        assert z.value == value
+    y.backprop()
+    assert w.grad == dy_dw
+    total, grad = tape.grad_batch(y, [x], data, [w], threads=1)
+    assert total == batch_total and grad.tolist() == batch_grad.tolist()
+    assert "digraph" in tape.dot()
+
+
+def test_a_python_function_on_a_worker_thread_calling_back_is_tape_busy():
+    """Not a deadlock: the worker's call fails at once, and so does the batch."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.0)
+    w = x * 2
+
+    def peek(v):
+        return v + w.value  # the tape is held by the batch
+
+    y = pg.apply(x, "peek", peek, lambda v: 1.0)
+    with pytest.raises(pg.TapeBusyError):
+        tape.eval_batch(y, [x], np.zeros((64, 1)), threads=4)
+    assert tape.eval_batch(x * 3, [x], np.ones((4, 1)), threads=4).tolist() == [3.0] * 4
