@@ -9,9 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The most nodes a tape holds: indices are uint32 and n must fit too. */
-#define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
-
 /* ---- errors and memory -------------------------------------------------- */
 
 int pg__fail(pg_tape *t, int code, const char *fmt, ...)
