@@ -138,7 +138,7 @@ class Tape:
     def __reduce__(self):
         return bulk.restore, (bulk.state(self, for_pickle=True),)
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo=None):
         """A new tape with the same nodes; it shares this tape's user functions
         (lambdas and native pointers too)."""
         return bulk.restore(bulk.state(self, for_pickle=False))
