@@ -70,7 +70,7 @@ def resolve_threads(threads, rows, work_per_row):
         return min(cpu_count(), useful)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be None or a positive int, not {threads!r}")
-    return threads
+    return min(threads, 2**31 - 1)  # C's int; the core uses at most one thread a row anyway
 
 
 def values(tape, terms):

@@ -46,7 +46,7 @@ cos = _unary(Term.cos, np.cos)
 tan = _unary(Term.tan, np.tan)
 tanh = _unary(Term.tanh, np.tanh)
 sigmoid = _unary(Term.sigmoid, _sigmoid)
-relu = _unary(Term.relu, lambda x: max(x, 0.0))
+relu = _unary(Term.relu, lambda x: x if x > 0 or x != x else 0.0)  # NaN stays NaN, as on the tape
 softplus = _unary(Term.softplus, lambda x: np.logaddexp(0.0, x))
 abs = _unary(Term.abs, math.fabs)
 
