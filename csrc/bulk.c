@@ -85,6 +85,8 @@ int pg_import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, cons
         uint64_t want = (uint64_t)t->n_names + n_names;
         if (want > UINT32_MAX) return pg__fail(t, PG_ENOMEM, "too many names");
         if (want > t->cap_names) {
+            if (want < (uint64_t)t->cap_names * 2) want = (uint64_t)t->cap_names * 2;
+            if (want > UINT32_MAX) want = UINT32_MAX;
             pg_namedef *grown = pg__alloc(t, t->names, (size_t)want * sizeof *grown);
             if (!grown) return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
             t->names = grown;

@@ -190,6 +190,78 @@ def test_extend_grows_geometrically_and_reserve_exactly():
     assert tape.memory < 1500 * 2 * 25 + 2000
 
 
+def test_names_added_one_extend_at_a_time():
+    tape = pg.Tape()
+    for k in range(300):
+        tape.extend(["leaf", "const"], value=[k, -k], names={2 * k: f"leaf {k}", 2 * k + 1: f"const {k}"})
+    assert tape.to_arrays()["names"] == {i: f"{'leaf' if i % 2 == 0 else 'const'} {i // 2}" for i in range(600)}
+    assert tape[599].name == "const 299" and tape[599].value == -299.0
+
+
+class FailingAllocator:
+    """libc realloc and free behind the tape, failing from the k-th allocation on."""
+
+    def __init__(self):
+        libc = cffi.FFI()
+        libc.cdef("void *realloc(void *, size_t); void free(void *);")
+        self.libc = libc.dlopen(None)
+        self.callback = ffi.callback("pg_alloc_fn", self._alloc)
+        self.fail_from = None
+        self.count = 0
+
+    def _alloc(self, ud, ptr, size):
+        if size == 0:
+            self.libc.free(ptr)
+            return ffi.NULL
+        self.count += 1
+        if self.fail_from is not None and self.count >= self.fail_from:
+            return ffi.NULL
+        return ffi.cast("void *", self.libc.realloc(ptr, size))
+
+    def tape(self):
+        from pyrograd._binding import ParkedErrors
+
+        tape = pg.Tape.__new__(pg.Tape)
+        tape._ptr = ffi.gc(lib.pg_tape_new_with_alloc(self.callback, ffi.NULL), lib.pg_tape_free)
+        tape._pending = ParkedErrors()
+        tape._functions = {}
+        return tape
+
+
+_allocator = FailingAllocator()  # outlives every tape that uses it
+
+
+def test_extend_that_runs_out_of_memory_appends_nothing():
+    """Every allocation extend makes (names, their copies, the node arrays)
+    fails in turn: each failure is a MemoryError and leaves the tape as it was."""
+    alloc = _allocator
+    tape = alloc.tape()
+    x = tape.term("x", 2.0)
+    y = x * x
+    tape.extend(["leaf"] * 20, value=np.arange(20.0), names={k: f"n{k}" for k in range(2, 22)})
+    before = tape.to_arrays()
+    failures = 0
+    for k in range(1, 100):
+        alloc.count, alloc.fail_from = 0, k
+        try:
+            tape.extend(["leaf"] * 100 + ["neg"], a=[0] * 100 + [1], value=np.ones(101),
+                        names={len(tape) + j: f"m{j}" for j in range(40)})
+        except MemoryError:
+            failures += 1
+            alloc.fail_from = None
+            after = tape.to_arrays()
+            assert after["names"] == before["names"]
+            assert all(np.array_equal(after[key], before[key]) for key in ("op", "a", "b", "value"))
+            assert y.value == 4.0
+            continue
+        finally:
+            alloc.fail_from = None
+        break
+    assert failures >= 40  # the names' array, their copies and the node arrays all failed once
+    assert len(tape) == 2 + 20 + 101 and tape[-1].value == -4.0 and tape[22 + 39].name == "m39"
+    del tape, x, y
+
+
 def test_to_arrays_of_a_range():
     tape, *_ = every_op_tape()
     whole = tape.to_arrays()

@@ -20,6 +20,7 @@ import os
 import pickle
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
@@ -374,3 +375,36 @@ TestTapeFuzz.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+# ---- what the fuzz found, kept as plain tests ---------------------------------------------
+
+def test_derive_past_a_call_whose_next_derivative_is_missing():
+    """pg.grad of apply(f, df) appends a call of df, which has no derivative
+    of its own; forward mode from x to a later node that does not depend on
+    that call must not need it (it used to raise DerivativeError)."""
+    tape = pg.Tape()
+    x0, x1 = tape.term("x0", 0.5), tape.term("x1", 2.0)
+    first = pg.grad(x1.apply("cube", cube, dcube), x1)  # a CALL of cube' = dcube
+    later = -x0 * x1
+    assert first.value == 12.0
+    assert later.derive(x1) == -0.5
+    assert later.derive(x0) == -2.0
+    with pytest.raises(pg.DerivativeError, match="'cube'' has no derivative of order 1"):
+        (later + first).derive(x1)  # this one does depend on it
+    assert later.derive(x1) == -0.5
+
+
+def test_derive_skips_a_failing_function_it_does_not_depend_on():
+    tape = pg.Tape()
+    x = tape.term("x", 1.0)
+    broken = x.apply("broken", cube, reference_fails)
+    y = x * 3.0
+    assert broken.value == 1.0
+    assert y.derive(x) == 3.0
+    with pytest.raises(ValueError, match="df failed"):
+        (y + broken).derive(x)
+
+
+def reference_fails(v):
+    raise ValueError("df failed")
