@@ -187,14 +187,28 @@ def d2gauss(x):
     return (4.0 * x * x - 2.0) * math.exp(-x * x)
 
 
+# math.sin raises on infinities; a tape's functions see them in a batch of
+# any rows, and give NaN as the tape's own sin does.
+def sin(x):
+    return math.sin(x) if math.isfinite(x) else math.nan
+
+
+def cos(x):
+    return math.cos(x) if math.isfinite(x) else math.nan
+
+
 def neg_sin(x):
-    return -math.sin(x)
+    return -sin(x)
+
+
+def neg_cos(x):
+    return -cos(x)
 
 
 FUNCTIONS = {
     "cube": (cube, dcube, d2cube),
     "gauss": (gauss, dgauss, d2gauss),
-    "sin": (math.sin, math.cos, neg_sin),
+    "sin": (sin, cos, neg_sin),
 }
 
 
