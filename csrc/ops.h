@@ -50,7 +50,7 @@ static inline double pg_softplus(double x)
 
 static inline double pg_sign(double x) { return (x > 0) - (x < 0); }
 
-/* max and min propagate NaN from either side, as numpy does. */
+/* max and min (and relu, max(x, 0)) propagate NaN from either side, as numpy does. */
 static inline double pg_max(double x, double y) { return (x > y || x != x) ? x : y; }
 static inline double pg_min(double x, double y) { return (x < y || x != x) ? x : y; }
 
@@ -112,7 +112,7 @@ static inline double pg_dpow_dy(double x, double v)
                                   B(SUB, ONE, B(MUL, V_, V_)), ZERO)                                \
     X(SIGMOID,  "sigmoid",  K1,  pg_sigmoid(x),   v * (1 - v),      0,                              \
                                   B(MUL, V_, B(SUB, ONE, V_)), ZERO)                                \
-    X(RELU,     "relu",     K1,  x > 0 ? x : 0,   x > 0,            0,                              \
+    X(RELU,     "relu",     K1,  pg_max(x, 0),    x > 0,            0,                              \
                                   U(STEP, X_), ZERO)                                                \
     X(SOFTPLUS, "softplus", K1,  pg_softplus(x),  pg_sigmoid(x),    0,                              \
                                   U(SIGMOID, X_), ZERO)                                             \

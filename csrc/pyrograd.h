@@ -201,6 +201,33 @@ int pg_optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t penalty
                      size_t rows, int mean, int threads, size_t epochs,
                      const double *lrs, double *losses);
 
+/* Whole tapes in and out (bulk.c): for copies, pickles and tapes too big
+   to build one call per node. */
+
+/* Appends n nodes: node t->n + k is op[k] on operands a[k], b[k] (node
+   indices; CALL's b is its function), with value[k] for a leaf or constant
+   (value may be NULL: zeros).  Operands an op does not have are ignored.
+   Each node is checked as pg_leaf, pg_unary, pg_binary and pg_call check
+   theirs; n_names of the new leaves and constants, named[k] in increasing
+   order, get the NUL-terminated strings that follow one another in
+   names[0, names_size).  On any failure nothing is appended. */
+int pg_import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, const uint32_t *b,
+              const double *value, uint32_t n_names, const uint32_t *named, const char *names,
+              size_t names_size);
+/* The stored values of leaves and constants in [from, from + n), and 0 for
+   op nodes (pg_values evaluates those): what pg_import takes back. */
+int pg_export_values(pg_tape *t, uint32_t from, uint32_t n, double *value);
+/* The k-th name in node order, and its node. */
+int64_t pg_name_count(pg_tape *t); /* or -PG_EBUSY */
+int pg_name_at(pg_tape *t, uint32_t k, uint32_t *node, const char **name);
+/* The function table beyond pg_fn_name: fn's derivative (pg_fn_link, or
+   -1); base, the user's function that fn is the level-th derivative of
+   (fn itself and 0 for a function the user gave); each order's pointers. */
+int pg_fn_info(pg_tape *t, int fn, int *deriv, int *base, int *level);
+int pg_fn_get(pg_tape *t, int fn, int order, pg_native_fn *native,
+              pg_callback_fn *callback, void **ud);
+int pg_fn_set_origin(pg_tape *t, int fn, int base, int level);
+
 /* --- cdef end --- */
 
 #ifdef __cplusplus

@@ -122,9 +122,10 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
       if (tx != 0) { double x = val[ia], y = val[ib], v = val[i]; (void)x; (void)y; (void)v; r = (d_dx) * tx; } }
 
 /* d node / d seed for every node in (from, to]; dot[0] is 1, for the seed
-   itself.  Zero tangents are skipped for the reason reverse gives. */
+   itself.  Zero tangents are skipped for the reason reverse gives.  With
+   `needed` (indexed from seed), nodes it does not mark are skipped too. */
 static void tangent(pg_sweep *s, const double *restrict val, double *restrict dot, uint32_t seed, uint32_t from,
-                    uint32_t to)
+                    uint32_t to, const uint8_t *needed)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
@@ -132,6 +133,10 @@ static void tangent(pg_sweep *s, const double *restrict val, double *restrict do
         uint32_t ia = a[i], ib = b[i];
         (void)ib;
         double r = 0;
+        if (needed && !needed[i - seed]) {
+            dot[i - seed] = 0;
+            continue;
+        }
         switch (op[i]) {
 #define PG_TANGENT_CASE(NAME, label, kind, value, d_dx, d_dy, ...) \
     case PG_OP_##NAME: TANGENT_##kind(d_dx, d_dy) break;
@@ -140,6 +145,23 @@ static void tangent(pg_sweep *s, const double *restrict val, double *restrict do
         }
         dot[i - seed] = r;
     }
+}
+
+/* The nodes in [seed, top] that top depends on, marked 1 (indexed from
+   seed); NULL when out of memory. */
+static uint8_t *depended_on(pg_tape *t, uint32_t seed, uint32_t top)
+{
+    uint8_t *needed = pg__alloc(t, NULL, (size_t)top - seed + 1);
+    if (!needed) return NULL;
+    memset(needed, 0, (size_t)top - seed + 1);
+    needed[top - seed] = 1;
+    for (uint32_t i = top; i > seed; i--) {
+        if (!needed[i - seed]) continue;
+        int operands = pg_op_arity(t->op[i]);
+        if (operands >= 1 && t->a[i] >= seed) needed[t->a[i] - seed] = 1;
+        if (operands == 2 && t->b[i] >= seed) needed[t->b[i] - seed] = 1;
+    }
+    return needed;
 }
 
 /* ---- the public sweeps -------------------------------------------------------- */
@@ -200,8 +222,17 @@ static int derive(pg_tape *t, uint32_t y, uint32_t x, double *out)
     dot[0] = 1.0;
     for (uint32_t from = x; from < y && !stopped && !s.status; from += CHUNK) {
         uint32_t to = y - from > CHUNK ? from + CHUNK : y;
-        tangent(&s, t->value, dot, x, from, to);
+        tangent(&s, t->value, dot, x, from, to, NULL);
         stopped = to < y && pg__stop(t, &poll, CHUNK);
+    }
+    uint8_t *needed;
+    if (s.status && (needed = depended_on(t, x, y))) {
+        /* The failure may be in a node y does not depend on (a derivative
+           graph's call of a function with no next derivative, between x and
+           y): y's derivative does not need it, so sweep again without it. */
+        s = (pg_sweep){t, PG_OK, 0, 0, 0};
+        tangent(&s, t->value, dot, x, x, y, needed);
+        pg__alloc(t, needed, 0);
     }
     double result = dot[y - x];
     pg__alloc(t, dot, 0);

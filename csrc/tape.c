@@ -11,9 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-/* The most nodes a tape holds: indices are uint32 and n must fit too. */
-#define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
-
 /* ---- errors and memory -------------------------------------------------- */
 
 int pg__fail(pg_tape *t, int code, const char *fmt, ...)

@@ -10,6 +10,9 @@
 
 #include <stdatomic.h>
 
+/* The most nodes a tape holds: indices are uint32 and n must fit too. */
+#define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
+
 /* One derivative order of a user function: native pointer or callback. */
 typedef struct pg_fnslot {
     pg_native_fn native;

@@ -40,19 +40,20 @@ def node_indices(tape, terms, what):
     return ffi.new("uint32_t[]", indices), len(indices)
 
 
-def as_array(data, shape, what):
-    """data as a C-contiguous float64 array of `shape` (None: any length).
+def as_array(data, shape, what, dtype=np.float64):
+    """data as a C-contiguous array of `dtype` and `shape` (None: any length).
 
     A numpy array must already have that dtype and layout: a silent copy
     would hide a caller's mistake (a transposed view, float32 data), so it is
     refused with the reason.  Lists and tuples are converted.
     """
+    dtype = np.dtype(dtype)
     if not isinstance(data, np.ndarray):
         if not isinstance(data, (list, tuple)):
             raise TypeError(f"{what} must be a numpy array, not {type(data).__name__}")
-        data = np.array(data, dtype=np.float64)
-    if data.dtype != np.float64:
-        raise TypeError(f"{what} must have dtype float64, not {data.dtype} (use .astype(np.float64))")
+        data = np.array(data, dtype=dtype)
+    if data.dtype != dtype:
+        raise TypeError(f"{what} must have dtype {dtype}, not {data.dtype} (use .astype(np.{dtype}))")
     if data.ndim != len(shape) or any(want is not None and got != want for got, want in zip(data.shape, shape)):
         wanted = ", ".join("rows" if w is None else str(w) for w in shape)
         raise ValueError(f"{what} must have shape ({wanted}{',' if len(shape) == 1 else ''}), not {data.shape}")
@@ -69,7 +70,7 @@ def resolve_threads(threads, rows, work_per_row):
         return min(cpu_count(), useful)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be None or a positive int, not {threads!r}")
-    return threads
+    return min(threads, 2**31 - 1)  # C's int; the core uses at most one thread a row anyway
 
 
 def values(tape, terms):

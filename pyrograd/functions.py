@@ -46,7 +46,7 @@ cos = _unary(Term.cos, np.cos)
 tan = _unary(Term.tan, np.tan)
 tanh = _unary(Term.tanh, np.tanh)
 sigmoid = _unary(Term.sigmoid, _sigmoid)
-relu = _unary(Term.relu, lambda x: max(x, 0.0))
+relu = _unary(Term.relu, lambda x: x if x > 0 or x != x else 0.0)  # NaN stays NaN, as on the tape
 softplus = _unary(Term.softplus, lambda x: np.logaddexp(0.0, x))
 abs = _unary(Term.abs, math.fabs)
 
@@ -153,8 +153,9 @@ def _register(tape, name, f, df, d2f=None):
         tape._check(lib.pg_fn_set(tape._ptr, fn, order, native, callback, ud))
     if linked is not None:
         tape._check(lib.pg_fn_link(tape._ptr, fn, linked))
-    # The tape keeps alive everything C now points into.
-    tape._functions[key] = (fn, [slot[3] for slot in slots] + [df, d2f])
+    # The tape keeps alive everything C now points into (and f, df and d2f,
+    # so their ids stay theirs and a copy of the tape can register them again).
+    tape._functions[key] = (fn, (f, df, d2f), [slot[3] for slot in slots])
     return fn
 
 

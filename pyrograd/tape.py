@@ -76,7 +76,8 @@ class Tape:
             self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
-        self._functions = {}  # (name, id(f), id(df), id(d2f)) -> (function id, what C points into)
+        # (name, id(f), id(df), id(d2f)) -> (function id, (f, df, d2f), what C points into)
+        self._functions = {}
         # Lets Ctrl-C stop a long call (see _binding.pg_py_progress).
         self._check(lib.pg_progress_handler(ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL))
 
@@ -120,6 +121,53 @@ class Tape:
 
     def __bool__(self):
         return True  # even when empty, and without asking a tape another thread may hold
+
+    def __getitem__(self, index):
+        """The Term of node `index` (negative counts from the end, as in a list)."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+            raise TypeError(f"a tape is indexed by an int, not {type(index).__name__}")
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"node {index} does not exist (the tape has {n} nodes)")
+        return self._term(index % n)
+
+    def reserve(self, nodes):
+        """Makes room for `nodes` nodes in all, so that building up to that many
+        allocates nothing more (and a big tape has no slack); MemoryError when
+        it cannot."""
+        bulk.reserve(self, nodes)
+
+    # ---- whole tapes as arrays (pyrograd.bulk)
+    def extend(self, op, a=None, b=None, value=None, names=None):
+        """Appends len(op) nodes in one call, each checked as the operators
+        check theirs; on any error nothing is appended.  Returns the range of
+        the new nodes' indices (`tape[i]` gives a Term).
+
+        op: op names ("leaf", "const", "add", "powc", "call", ...) or their
+        codes (a uint8 array); a, b: uint32 arrays of operand node indices
+        (earlier nodes; CALL's b is its function); value: float64 values of
+        the leaves and constants; names: {node index: name} for leaves and
+        constants.  `tape.extend(**other.to_arrays())` copies other's nodes.
+        """
+        return bulk.extend(self, op, a, b, value, names)
+
+    def to_arrays(self, start=0, stop=None):
+        """Nodes [start, stop) as the arrays `extend` takes: op, a, b, value
+        (of leaves and constants; 0 for op nodes, whose values `values` gives)
+        and names."""
+        return bulk.to_arrays(self, start, stop)
+
+    # ---- pickle and copy: the nodes, names, values of leaves and constants,
+    # and the user functions (which must pickle too); not the grads.
+    def __reduce__(self):
+        return bulk.restore, (bulk.state(self, for_pickle=True),)
+
+    def __deepcopy__(self, memo=None):
+        """A new tape with the same nodes; it shares this tape's user functions
+        (lambdas and native pointers too)."""
+        return bulk.restore(bulk.state(self, for_pickle=False))
+
+    __copy__ = __deepcopy__  # a tape has nothing a shallow copy could share
 
     @property
     def memory(self):
@@ -427,6 +475,10 @@ class Term:
     def __hash__(self):
         return hash((id(self.tape), self.index))
 
+    def __reduce__(self):
+        # The tape comes along (once, however many of its terms are pickled together).
+        return bulk.term_at, (self.tape, self.index)
+
     def __repr__(self):
         label = self.name or f"#{self.index}"
         try:
@@ -436,4 +488,4 @@ class Term:
 
 
 # Last, because these modules need Term (and Term's methods need them).
-from . import batch, functions  # noqa: E402
+from . import batch, bulk, functions  # noqa: E402

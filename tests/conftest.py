@@ -21,6 +21,21 @@ settings.register_profile("stress", parent=settings.get_profile("default"), max_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run the tests marked slow (minutes, gigabytes)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked slow run only with --runslow or a -m expression that names them."""
+    if config.getoption("--runslow") or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (or -m slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def tape():
     return pg.Tape()

@@ -1,0 +1,256 @@
+"""Whole tapes in and out: building from arrays, reading into arrays, pickle
+and deepcopy.
+
+A tape is four arrays (op, operands a and b, and the values of its leaves
+and constants), the names of some leaves and constants, and a table of user
+functions.  `extend` appends arrays of nodes in one C call that checks every
+node first, so a big tape costs no Python per node; `to_arrays` reads them
+back.  A pickle holds the arrays, the names and the function table with the
+Python callables in it; op nodes' values are recomputed when first read.
+"""
+import numbers
+import pickle
+
+import numpy as np
+
+from . import batch
+from ._binding import OPS, PythonFunction, ffi, lib, raise_status
+from .tape import Tape
+
+_LEAF, _CONST = OPS["leaf"], OPS["const"]
+_MAX_NODES = 2**32 - 2  # node indices are uint32 (the C core's PG_MAX_NODES)
+_FORMAT = 1  # of the pickled state; bump when it changes
+
+
+# ---- building and reading -------------------------------------------------------
+
+def reserve(tape, nodes):
+    if isinstance(nodes, bool) or not isinstance(nodes, numbers.Integral):
+        raise TypeError(f"reserve takes a number of nodes, not {type(nodes).__name__}")
+    if nodes < 0:
+        raise ValueError(f"cannot reserve a negative number of nodes ({nodes})")
+    tape._check(lib.pg_reserve(tape._ptr, min(nodes, 2**64 - 1)))
+
+
+def _op_codes(op):
+    """op as a uint8 array of op codes; a list may hold op names or codes."""
+    if isinstance(op, np.ndarray):
+        return batch.as_array(op, (None,), "op", np.uint8)
+    if not isinstance(op, (list, tuple)):
+        raise TypeError(f"op must be a numpy array or a list, not {type(op).__name__}")
+    codes = []
+    for code in op:
+        if isinstance(code, str):
+            if code.lower() not in OPS:
+                raise ValueError(f"op {code!r} does not exist; the ops are {', '.join(OPS)}")
+            code = OPS[code.lower()]
+        elif isinstance(code, bool) or not isinstance(code, numbers.Integral):
+            raise TypeError(f"op must hold op names or codes, not {type(code).__name__}")
+        elif not 0 <= code < len(OPS):
+            raise ValueError(f"op code {code} does not exist (there are {len(OPS)} ops)")
+        codes.append(code)
+    return np.array(codes, dtype=np.uint8)
+
+
+def _indices(indices, n, what):
+    """indices (node indices, or None for zeros) as a uint32 array of length n."""
+    if indices is None:
+        return np.zeros(n, dtype=np.uint32)
+    if isinstance(indices, (list, tuple)):
+        array = np.array(indices)
+        if array.size and array.dtype.kind not in "iu":
+            raise TypeError(f"{what} must hold node indices (ints), not {array.dtype}")
+        if array.size and (array.min() < 0 or array.max() > _MAX_NODES):
+            raise ValueError(f"{what} holds {array.min() if array.min() < 0 else array.max()}, not a node index")
+        indices = array.astype(np.uint32)
+    return batch.as_array(indices, (n,), what, np.uint32)
+
+
+def _encoded_names(names):
+    """{node: name} as C arrays: the nodes in order, and the names one after another."""
+    if names is None:
+        return 0, ffi.NULL, b""
+    if not isinstance(names, dict):
+        raise TypeError(f"names must be a dict {{node index: name}}, not {type(names).__name__}")
+    nodes, text = [], []
+    for node in sorted(names):
+        name = names[node]
+        if not isinstance(name, str):
+            raise TypeError(f"the name of node {node} must be a str, not {type(name).__name__}")
+        if "\0" in name:
+            raise ValueError(f"the name of node {node} holds a NUL character")
+        nodes.append(node)
+        text.append(name.encode() + b"\0")
+    return len(nodes), ffi.new("uint32_t[]", _indices(nodes, len(nodes), "names").tolist()), b"".join(text)
+
+
+def extend(tape, op, a=None, b=None, value=None, names=None):
+    op = _op_codes(op)
+    n = len(op)
+    if n > _MAX_NODES:
+        raise MemoryError(f"a tape holds at most {_MAX_NODES} nodes, {n} were given")
+    a, b = _indices(a, n, "a"), _indices(b, n, "b")
+    value = ffi.NULL if value is None else ffi.from_buffer("double[]", batch.as_array(value, (n,), "value"))
+    n_names, named, text = _encoded_names(names)
+    start = len(tape)
+    tape._check(lib.pg_import(tape._ptr, n, ffi.from_buffer("uint8_t[]", op),
+                              ffi.from_buffer("uint32_t[]", a), ffi.from_buffer("uint32_t[]", b), value,
+                              n_names, named, text, len(text)))
+    return range(start, start + n)
+
+
+def to_arrays(tape, start=0, stop=None):
+    n_all = len(tape)
+    stop = n_all if stop is None else stop
+    if not 0 <= start <= stop <= n_all:
+        raise IndexError(f"nodes {start} to {stop} are not a range of the tape's {n_all} nodes")
+    n = stop - start
+    op, a, b = np.empty(n, np.uint8), np.empty(n, np.uint32), np.empty(n, np.uint32)
+    value = np.empty(n)
+    tape._check(lib.pg_export(tape._ptr, start, n, ffi.from_buffer("uint8_t[]", op),
+                              ffi.from_buffer("uint32_t[]", a), ffi.from_buffer("uint32_t[]", b)))
+    tape._check(lib.pg_export_values(tape._ptr, start, n, ffi.from_buffer("double[]", value)))
+    names = {node: name for node, name in _names(tape) if start <= node < stop}
+    return {"op": op, "a": a, "b": b, "value": value, "names": names}
+
+
+def _names(tape):
+    node, name = ffi.new("uint32_t *"), ffi.new("const char **")
+    count = lib.pg_name_count(tape._ptr)
+    if count < 0:
+        tape._check(-count)
+    for k in range(count):
+        tape._check(lib.pg_name_at(tape._ptr, k, node, name))
+        yield node[0], ffi.string(name[0]).decode()
+
+
+def term_at(tape, index):
+    """tape[index]; what a pickled Term is rebuilt with."""
+    return tape[index]
+
+
+# ---- the function table ------------------------------------------------------------
+
+def _function_table(tape, for_pickle):
+    """The tape's user functions as (functions, callables).
+
+    functions[fn] is (name, slots, deriv, base, level) with the C table's
+    link and origin; each of its slots (f, f', f'') is None, an index into
+    callables, which holds (Python callable, the role it reports errors as),
+    or for a copy in this process a native function pointer.
+    """
+    functions, callables, seen = [], [], {}
+    native, callback, ud = ffi.new("pg_native_fn *"), ffi.new("pg_callback_fn *"), ffi.new("void **")
+    deriv, base, level = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
+    count, name_out = lib.pg_fn_count(tape._ptr), ffi.new("const char **")
+    if count < 0:
+        tape._check(-count)
+    for fn in range(count):
+        tape._check(lib.pg_fn_name(tape._ptr, fn, name_out))
+        name = ffi.string(name_out[0]).decode()
+        slots = []
+        for order in range(lib.PG_FN_ORDERS):
+            tape._check(lib.pg_fn_get(tape._ptr, fn, order, native, callback, ud))
+            if native[0] != ffi.NULL:
+                if for_pickle:
+                    raise pickle.PicklingError(
+                        f"cannot pickle this tape: its op {name!r} calls a native function pointer, "
+                        "which pickle cannot save (copy.deepcopy of the tape can share it)")
+                slots.append(native[0])
+            elif callback[0] != ffi.NULL:
+                if callback[0] != lib.pg_py_callback:
+                    raise TypeError(f"op {name!r} calls a C callback that pyrograd did not set: cannot copy it")
+                wrapper = ffi.from_handle(ud[0])
+                if id(wrapper) not in seen:
+                    if for_pickle:
+                        _check_picklable(wrapper)
+                    seen[id(wrapper)] = len(callables)
+                    callables.append((wrapper.func, wrapper.name))
+                slots.append(seen[id(wrapper)])
+            else:
+                slots.append(None)
+        tape._check(lib.pg_fn_info(tape._ptr, fn, deriv, base, level))
+        functions.append((name, slots, deriv[0], base[0], level[0]))
+    return functions, callables
+
+
+def _check_picklable(wrapper):
+    """Raises PicklingError naming the op when pickle cannot save its callable
+    (a lambda, a local function): pickle's own error would not say which op."""
+    try:
+        pickle.dumps(wrapper.func, pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise pickle.PicklingError(
+            f"cannot pickle this tape: its op {wrapper.name!r} calls {wrapper.func!r}, which pickle "
+            f"cannot save ({error}); define it at module level, or use copy.deepcopy, which shares it"
+        ) from error
+
+
+def _restore_functions(tape, functions, callables):
+    """Rebuilds the function table; returns the new wrappers of callables."""
+    wrappers = [PythonFunction(func, role, tape._pending) for func, role in callables]
+    for name, slots, _, _, _ in functions:
+        fn = lib.pg_fn_new(tape._ptr, name.encode())
+        if fn < 0:
+            raise_status(tape, -fn)
+        for order, slot in enumerate(slots):
+            if slot is None:
+                continue
+            if isinstance(slot, int):
+                tape._check(lib.pg_fn_set(tape._ptr, fn, order, ffi.NULL, lib.pg_py_callback,
+                                          wrappers[slot].handle))
+            else:
+                tape._check(lib.pg_fn_set(tape._ptr, fn, order, slot, ffi.NULL, ffi.NULL))
+    for fn, (_, _, deriv, base, level) in enumerate(functions):
+        if deriv >= 0:
+            tape._check(lib.pg_fn_link(tape._ptr, fn, deriv))
+        tape._check(lib.pg_fn_set_origin(tape._ptr, fn, base, level))
+    return wrappers
+
+
+# ---- pickle and deepcopy --------------------------------------------------------------
+
+def state(tape, for_pickle):
+    """The whole tape as plain data; for_pickle refuses what pickle cannot save
+    with an error that names the op."""
+    functions, callables = _function_table(tape, for_pickle)
+    arrays = to_arrays(tape)
+    op = arrays["op"]
+    stored = (op == _LEAF) | (op == _CONST)
+    # apply's registrations: so that applying the same f again reuses its function
+    registrations = [(key[0], *objects, fn) for key, (fn, objects, _) in tape._functions.items()]
+    return {
+        "format": _FORMAT,
+        "op": op.tobytes(),
+        "a": arrays["a"].astype("<u4").tobytes(),
+        "b": arrays["b"].astype("<u4").tobytes(),
+        "values": arrays["value"][stored].astype("<f8").tobytes(),  # of leaves and constants
+        "names": arrays["names"],
+        "functions": functions,
+        "callables": callables,
+        "registrations": registrations,
+    }
+
+
+def restore(state):
+    """A new tape from state()."""
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise ValueError("not the state of a pyrograd tape of this version")
+    tape = Tape()
+    wrappers = _restore_functions(tape, state["functions"], state["callables"])
+    op = np.frombuffer(state["op"], np.uint8)
+    stored = (op == _LEAF) | (op == _CONST)
+    value = np.zeros(len(op))
+    saved = np.frombuffer(state["values"], "<f8")
+    if len(saved) != np.count_nonzero(stored):
+        raise ValueError("the pickled tape is damaged: its values do not match its leaves and constants")
+    value[stored] = saved
+    a = np.frombuffer(state["a"], "<u4").astype(np.uint32, copy=False)
+    b = np.frombuffer(state["b"], "<u4").astype(np.uint32, copy=False)
+    tape.reserve(len(op))
+    extend(tape, op, a, b, value, state["names"])
+    for name, f, df, d2f, fn in state["registrations"]:
+        slots = state["functions"][fn][1]
+        keep = [wrappers[slot] for slot in slots if isinstance(slot, int)]
+        tape._functions[(name, id(f), id(df), id(d2f))] = (fn, (f, df, d2f), keep)
+    return tape
