@@ -17,21 +17,10 @@ import pytest
 
 import pyrograd as pg
 from _pyrograd_core import ffi, lib
+from reference import cube, d2cube, dcube
 
 
 # ---- module-level functions: what pickle can save -----------------------------------
-
-def cube(x):
-    return x * x * x
-
-
-def dcube(x):
-    return 3.0 * x * x
-
-
-def d2cube(x):
-    return 6.0 * x
-
 
 def fails(x):
     raise ValueError("fails was called")

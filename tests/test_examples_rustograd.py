@@ -2,30 +2,12 @@
 classifier3.py.  What each claims, checked without drawing (so without
 matplotlib), and each script's --quick run, which draws (skipped without the
 examples extra: pip install '.[examples]')."""
-import importlib.util
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+from example_scripts import example, run
+
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run(name, *args, cwd, prelude=""):
-    """Runs examples/name with args in a new Python, after the prelude's code."""
-    code = "\n".join(["import runpy, sys", prelude, f"sys.argv = [{name!r}] + {list(args)!r}",
-                      f"runpy.run_path({str(EXAMPLES / name)!r}, run_name='__main__')"])
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 # ---- sine.py and mixed_sine.py: both sweeps equal the closed form

@@ -1,5 +1,4 @@
 """@pg.function: a Python function of scalars traced into a tape once."""
-import math
 
 import numpy as np
 import pytest
