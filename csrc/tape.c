@@ -141,6 +141,7 @@ pg_tape *pg_tape_new(void) { return pg_tape_new_with_alloc(NULL, NULL); }
 void pg_tape_free(pg_tape *t)
 {
     if (!t) return;
+    pg__batch_free(t->last_batch);
     for (uint32_t i = 0; i < t->n_names; i++) pg__alloc(t, t->names[i].name, 0);
     for (uint32_t i = 0; i < t->n_fns; i++) pg__alloc(t, t->fns[i].name, 0);
     pg__alloc(t, t->names, 0);
@@ -168,7 +169,7 @@ static size_t memory(const pg_tape *t)
     bytes += (size_t)t->cap_names * sizeof *t->names + (size_t)t->cap_fns * sizeof *t->fns;
     bytes += (size_t)t->index_cap * sizeof *t->index;
     for (uint32_t i = 0; i < t->n_names; i++) bytes += strlen(t->names[i].name) + 1;
-    return bytes;
+    return bytes + pg__batch_bytes(t->last_batch);
 }
 
 int64_t pg_memory(pg_tape *t)

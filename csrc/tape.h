@@ -66,6 +66,9 @@ struct pg_tape {
     uint32_t *index;
     uint32_t index_cap, index_count, indexed;
 
+    /* The batch run last, kept for the next call (batch.c). */
+    struct pg_batch *last_batch;
+
     pg_alloc_fn alloc;
     void *alloc_ud;
 
@@ -168,7 +171,9 @@ int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32
                         const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
                         int threads, pg_batch **out);
 int pg__batch_grad(pg_batch *b, pg_poll *poll, double *loss_out, double *grads_out);
-void pg__batch_close(pg_batch *b);
+void pg__batch_close(pg_batch *b);  /* the tape keeps it, for the same request again */
+void pg__batch_free(pg_batch *b);
+size_t pg__batch_bytes(const pg_batch *b);
 
 #define PG_CHECK_NODE(t, i)                                                  \
     do {                                                                     \

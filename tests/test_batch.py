@@ -389,6 +389,37 @@ def test_grad_batch_threads(model, rows, threads, reduction):
         assert loss2 == loss and np.array_equal(grads2, grads)
 
 
+# ---- a tape keeps its last batch's plan and workspace for the same request ---------------
+
+def test_a_repeated_batch_follows_new_data_new_parameters_and_a_grown_tape(model):
+    rng = np.random.default_rng(11)
+    for step in range(4):
+        data = model.make_data(rng, 40)
+        want = scalar_grad(model.loss, model.inputs, data, model.params, "mean")
+        got = model.tape.grad_batch(model.loss, model.inputs, data, model.params, "mean", threads=1)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+        p = model.params[step % len(model.params)]
+        p.set(p.value + 0.125)                            # the plan must read the new value
+        model.inputs[0] * model.params[0] + pg.exp(model.loss)  # and survive a longer tape
+
+
+def test_a_repeated_batch_with_other_rows_or_outputs_is_planned_again(model):
+    rng = np.random.default_rng(12)
+    for rows in (30, 30, 7, 30):
+        data = model.make_data(rng, rows)
+        got = model.tape.eval_batch([model.loss], model.inputs, data, threads=1)
+        assert np.array_equal(got, scalar_eval([model.loss], model.inputs, data))
+        want = scalar_grad(model.loss, model.inputs, data, model.params, "sum")
+        got = model.tape.grad_batch(model.loss, model.inputs, data, model.params, threads=1)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+
+
+def test_the_kept_batch_counts_in_the_tapes_memory(model):
+    before = model.tape.memory
+    model.tape.grad_batch(model.loss, model.inputs, model.make_data(np.random.default_rng(13), 50), model.params)
+    assert model.tape.memory > before
+
+
 # ---- a penalty: a term of the parameters alone, added once -----------------------------
 
 def l2_of(params):
