@@ -429,11 +429,9 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     uint32_t *wrt_slot = output_slot + req->n_out;
     uint32_t *fixed_slot = wrt_slot + req->n_wrt, *fixed_node = fixed_slot + nodes;
     uint32_t *asked = fixed_node + nodes; /* copies of the request's node arrays */
-    if (n_small) {
-        memcpy(asked, req->inputs, req->n_in * sizeof *asked);
-        memcpy(asked + req->n_in, req->outputs, req->n_out * sizeof *asked);
-        memcpy(asked + req->n_in + req->n_out, req->wrt, req->n_wrt * sizeof *asked);
-    }
+    if (req->n_in) memcpy(asked, req->inputs, req->n_in * sizeof *asked);
+    if (req->n_out) memcpy(asked + req->n_in, req->outputs, req->n_out * sizeof *asked);
+    if (req->n_wrt) memcpy(asked + req->n_in + req->n_out, req->wrt, req->n_wrt * sizeof *asked);
     *b = (pg_batch){.t = t, .from = req->from, .top = req->top, .penalty = req->penalty,
                     .wrt = asked + req->n_in + req->n_out, .plan = plan, .mean = mean, .asked = *req,
                     .threads_asked = threads_asked, .bytes = sizeof *b + plan_bytes};
