@@ -4,10 +4,12 @@
  *
  * The tape is read-only during a batch.  A batch first makes a plan: the op
  * nodes the outputs need, in evaluation order (and, for a gradient, the ones
- * the loss depends on, in reverse order).  Rows then run in blocks: the
- * workspace keeps a node's values for the block's rows side by side,
- * val[node * R + r], so one dispatch of an instruction serves R rows and the
- * loop over rows is plain arithmetic that the compiler vectorizes.
+ * the loss depends on, in reverse order), each node it touches numbered as
+ * a workspace slot.  Rows then run in blocks: the workspace keeps a slot's
+ * values for the block's rows side by side, val[slot * R + r], so one
+ * dispatch of an instruction serves R rows and the loop over rows is plain
+ * arithmetic that the compiler vectorizes.  The tape keeps the last plan
+ * and its workspace, for the same request again (a training loop's steps).
  *
  * Each thread has its own workspace and a contiguous share of the rows, and
  * keeps partial sums that are added in thread order, so a result never
