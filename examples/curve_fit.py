@@ -11,7 +11,6 @@ curve at each epoch as a GIF, and the model's graph with values and grads
     python examples/curve_fit.py [--quick] [--out DIR]
 """
 import argparse
-import io
 import pathlib
 import shutil
 import sys
@@ -62,7 +61,6 @@ def draw(fitted, history, losses, out, frames):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     tape, x, y, params, curve, loss = fitted
     data = samples()
@@ -80,12 +78,9 @@ def draw(fitted, history, losses, out, frames):
                title=f"epoch {epoch}: mu={mu:.3f}, sigma={sigma:.3f}, s={scale:.3f}")
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        images.append(Image.open(buffer))
+        images.append(pg.pictures.figure_image(fig))
     plt.close(fig)
-    # The last frame 2 s longer (Pillow merges repeated frames into one).
-    pg.pictures.save_gif(images + images[-1:] * 16, out / "curve_fit.gif", fps=8)
+    pg.pictures.save_gif(images, out / "curve_fit.gif", fps=8, hold_last=2.0)
 
     if shutil.which("dot") is None:
         print("no curve_fit_graph.svg: graphviz's dot is not installed (apt-get install graphviz)")

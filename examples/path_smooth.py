@@ -12,7 +12,6 @@ moving over the potential, as a GIF.
     python examples/path_smooth.py [--quick] [--out DIR]
 """
 import argparse
-import io
 import pathlib
 import sys
 
@@ -59,7 +58,6 @@ def draw(history, out, frames):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     grid = np.linspace(-0.5, 2.5, 120)
     gx, gy = np.meshgrid(grid, grid)
@@ -75,12 +73,9 @@ def draw(history, out, frames):
         ax.set(xlim=(-0.5, 2.5), ylim=(-0.5, 2.5), aspect="equal", title=f"step {step}")
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        images.append(Image.open(buffer))
+        images.append(pg.pictures.figure_image(fig))
     plt.close(fig)
-    # The last frame 2 s longer (Pillow merges repeated frames into one).
-    pg.pictures.save_gif(images + images[-1:] * 16, out / "path_smooth.gif", fps=8)
+    pg.pictures.save_gif(images, out / "path_smooth.gif", fps=8, hold_last=2.0)
 
 
 def main(argv=None):

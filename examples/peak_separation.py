@@ -12,7 +12,6 @@ their sum converging, as a GIF.
     python examples/peak_separation.py [--quick] [--out DIR]
 """
 import argparse
-import io
 import pathlib
 import sys
 
@@ -72,7 +71,6 @@ def draw(fitted, history, out, frames):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     tape, x, y, params, peaks, loss = fitted
     data = samples()
@@ -91,12 +89,9 @@ def draw(fitted, history, out, frames):
         ax.set(ylim=(-0.05, 1.25), xlabel="x", title=f"epoch {epoch}")
         ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        images.append(Image.open(buffer))
+        images.append(pg.pictures.figure_image(fig))
     plt.close(fig)
-    # The last frame 2 s longer (Pillow merges repeated frames into one).
-    pg.pictures.save_gif(images + images[-1:] * 16, out / "peak_separation.gif", fps=8)
+    pg.pictures.save_gif(images, out / "peak_separation.gif", fps=8, hold_last=2.0)
 
 
 def main(argv=None):

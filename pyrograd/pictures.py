@@ -90,14 +90,17 @@ def animate(loss, path, vertical=False, fps=2, *, precision=4):
     return save_gif(frames, path, fps)
 
 
-def save_gif(images, path, fps):
-    """Writes Pillow images as an endless GIF at `fps` frames per second; the
-    frames are padded to one size (each centered on white), so the picture
-    does not jump.  The examples use it for their matplotlib frames."""
+def save_gif(images, path, fps, hold_last=0.0):
+    """Writes Pillow images as an endless GIF at `fps` frames per second,
+    the last one shown `hold_last` seconds longer; the frames are padded to
+    one size (each centered on white), so the picture does not jump.  The
+    examples use it for their matplotlib frames (see figure_image)."""
     _check_fps(fps)
     Image = _pillow()
     if not images:
         raise ValueError("a GIF needs at least one frame")
+    if isinstance(hold_last, bool) or not isinstance(hold_last, (int, float)) or not hold_last >= 0:
+        raise ValueError(f"hold_last must be a number of seconds >= 0, not {hold_last!r}")
     width = max(image.width for image in images)
     height = max(image.height for image in images)
     frames = []
@@ -105,8 +108,17 @@ def save_gif(images, path, fps):
         canvas = Image.new("RGB", (width, height), "white")
         canvas.paste(image.convert("RGB"), ((width - image.width) // 2, (height - image.height) // 2))
         frames.append(canvas)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0)
+    durations = [round(1000 / fps)] * len(frames)
+    durations[-1] += round(1000 * hold_last)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     return pathlib.Path(path)
+
+
+def figure_image(figure, dpi=80):
+    """A matplotlib figure as a Pillow image: a frame for save_gif."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return _pillow().open(buffer)
 
 
 def _check_fps(fps):

@@ -215,3 +215,29 @@ def test_save_gif_pads_every_frame_to_one_size(tmp_path):
         pg.pictures.save_gif([], tmp_path / "empty.gif", fps=5)
     with pytest.raises(ValueError, match="fps"):
         pg.pictures.save_gif(images, tmp_path / "bad.gif", fps=0)
+
+
+def test_save_gif_holds_the_last_frame(tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    images = [Image.new("RGB", (10, 10), color) for color in ("red", "green", "blue")]
+    path = pg.pictures.save_gif(images, tmp_path / "held.gif", fps=5, hold_last=2.0)
+    frames, durations = gif_frames(path)  # GIF keeps centiseconds
+    assert len(frames) == 3
+    assert durations == [200, 200, 2200]
+    for bad in (-1.0, "2", True, float("nan")):
+        with pytest.raises(ValueError, match="hold_last"):
+            pg.pictures.save_gif(images, tmp_path / "bad.gif", fps=8, hold_last=bad)
+
+
+def test_figure_image_is_the_figure_as_a_frame():
+    pytest.importorskip("PIL.Image")
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(3, 2))
+    try:
+        image = pg.pictures.figure_image(fig, dpi=50)
+    finally:
+        plt.close(fig)
+    assert image.size == (150, 100)
