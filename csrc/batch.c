@@ -26,6 +26,7 @@
 #define PG_BLOCK 32
 #define PG_BLOCK_BYTES (8u << 20)
 #define PG_LINE 8 /* doubles in a 64-byte cache line */
+#define PG_KEEP_BYTES (4u << 20) /* the biggest batch a tape keeps for the next call */
 
 #define NONE UINT32_MAX
 
@@ -361,10 +362,16 @@ void pg__batch_free(pg_batch *b)
 
 /* The tape keeps the batch it ran last, plan and workspace, for the next
    call: planning and allocating cost a training step of a small model as
-   much as its arithmetic.  The tape frees it with itself. */
+   much as its arithmetic.  A big batch is not kept: its planning is cheap
+   next to its run, and many tapes should not each hold megabytes.  The
+   tape frees what it keeps with itself. */
 void pg__batch_close(pg_batch *b)
 {
     if (!b) return;
+    if (b->bytes > PG_KEEP_BYTES) {
+        pg__batch_free(b);
+        return;
+    }
     pg__batch_free(b->t->last_batch);
     b->t->last_batch = b;
 }

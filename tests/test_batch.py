@@ -420,6 +420,17 @@ def test_the_kept_batch_counts_in_the_tapes_memory(model):
     assert model.tape.memory > before
 
 
+def test_a_big_batch_is_not_kept():
+    tape = pg.Tape()
+    x = tape.term("x")
+    y = x
+    for _ in range(100_000):  # 100,000 slots of 32 rows: over 4 MB of workspace
+        y = y * 0.5 + x
+    before = tape.memory
+    tape.eval_batch(y, [x], np.ones((64, 1)), threads=1)
+    assert tape.memory == before
+
+
 # ---- a penalty: a term of the parameters alone, added once -----------------------------
 
 def l2_of(params):
