@@ -39,6 +39,13 @@ typedef struct instr {
     uint8_t op;
 } instr;
 
+/* A plan's own op, beyond the op table: a chain of multiply-adds run as
+   one instruction (see fuse_chains).  Its a is the chain's start, and b
+   indexes the plan's pairs array: the number of products n, then the two
+   factors of each product, n pairs. */
+#define PG_PLAN_DOT PG_OP_COUNT
+_Static_assert(PG_OP_COUNT < UINT8_MAX, "plan ops are bytes");
+
 /* What every thread of a batch reads. */
 typedef struct batch {
     const double *data; /* rows x n_in, row-major */
@@ -48,6 +55,7 @@ typedef struct batch {
     size_t block;       /* rows per block, R */
     const instr *fwd, *rev;
     size_t n_fwd, n_rev;
+    const uint32_t *pairs; /* the factors of PG_PLAN_DOT instructions */
     /* Slots whose value is the same for every row (parameters, constants,
        nodes that do not depend on the inputs), copied from fixed_node. */
     const uint32_t *fixed_slot, *fixed_node;
@@ -119,6 +127,17 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
     case PG_OP_##NAME: FWD_##kind(value) break;
             PG_OPS(PG_FWD_CASE)
 #undef PG_FWD_CASE
+        case PG_PLAN_DOT: {
+            /* v = ((start + p1 q1) + p2 q2) + ..., as the chain's nodes add up */
+            const uint32_t *pq = job->pairs + ib;
+            for (size_t r = 0; r < nr; r++) V[r] = X[r];
+            for (uint32_t j = 0; j < pq[0]; j++) {
+                const double *restrict P = val + (size_t)pq[1 + 2 * j] * R;
+                const double *restrict Q = val + (size_t)pq[2 + 2 * j] * R;
+                for (size_t r = 0; r < nr; r++) V[r] += P[r] * Q[r];
+            }
+            break;
+        }
         }
     }
 }
@@ -178,6 +197,24 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
     case PG_OP_##NAME: REV_##kind(d_dx, d_dy) break;
             PG_OPS(PG_REV_CASE)
 #undef PG_REV_CASE
+        case PG_PLAN_DOT: {
+            /* Every node of the chain had this grad (d/dc of c + m is 1).
+               The scalar sweep adds, from the last node down: the factors'
+               grads of products n, ..., 2, then the start's (at the first
+               add), then product 1's; so do these loops. */
+            const uint32_t *pq = job->pairs + ib;
+            for (uint32_t j = pq[0]; j-- > 0;) {
+                if (j == 0)
+                    for (size_t r = 0; r < nr; r++) GX[r] += SKIP_ZERO(G[r], 1);
+                const uint32_t p = pq[1 + 2 * j], q = pq[2 + 2 * j];
+                const double *restrict P = val + (size_t)p * R, *restrict Q = val + (size_t)q * R;
+                { double *restrict GP = grad + (size_t)p * R; /* p may be q: a loop each */
+                  for (size_t r = 0; r < nr; r++) GP[r] += SKIP_ZERO(G[r], Q[r]); }
+                { double *restrict GQ = grad + (size_t)q * R;
+                  for (size_t r = 0; r < nr; r++) GQ[r] += SKIP_ZERO(G[r], P[r]); }
+            }
+            break;
+        }
         }
     }
 }
@@ -314,14 +351,105 @@ static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t
     return n;
 }
 
-/* Renumbers a plan's node indices as slots. */
-static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n)
+/* Renumbers a plan's node indices as slots (and, once, the factors of its
+   fused chains: the reverse plan shares them). */
+static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n, uint32_t *pairs)
 {
     for (size_t k = 0; k < n; k++) {
         plan[k].a = slot[plan[k].a];
-        if (pg_op_arity(t->op[plan[k].i]) == 2) plan[k].b = slot[plan[k].b];
+        if (plan[k].op == PG_PLAN_DOT && pairs) {
+            uint32_t *pq = pairs + plan[k].b;
+            for (uint32_t j = 1; j <= 2 * pq[0]; j++) pq[j] = slot[pq[j]];
+        } else if (plan[k].op != PG_PLAN_DOT && pg_op_arity(t->op[plan[k].i]) == 2) {
+            plan[k].b = slot[plan[k].b];
+        }
         plan[k].i = slot[plan[k].i];
     }
+}
+
+/* ---- fused multiply-add chains ------------------------------------------------ */
+
+/* Whether c is x + y (in either order). */
+static int adds(instr c, uint32_t x, uint32_t y)
+{
+    return c.op == PG_OP_ADD && ((c.a == x && c.b == y) || (c.a == y && c.b == x));
+}
+
+/* A neuron's b + w1 x1 + w2 x2 + ... is, on the tape, the nodes
+   m1 = w1 * x1, c1 = b + m1, m2 = w2 * x2, c2 = c1 + m2, ...  A plan runs
+   such a chain as one PG_PLAN_DOT: its inner nodes (the m's, and the c's
+   but the last) get no slot, and a block keeps the running sum in one row
+   instead of writing and reading two rows for every product.
+
+   The bits do not change.  An inner node is read by the chain's next node
+   alone and is none of the nodes asked for, and the chain's nodes are
+   consecutive in the plan, so nothing runs between them: the forward sum
+   and the order of the adds into every grad are the scalar sweep's.
+
+   uses and fused_at are scratch, one entry a node.  Drops the inner nodes
+   from both plans and from mark (so they get no slot); returns the length
+   of pairs used. */
+static size_t fuse_chains(const request *req, uint8_t *mark, uint32_t *uses,
+                          uint32_t *fused_at, instr *fwd, size_t *n_fwd, instr *rev, size_t *n_rev,
+                          uint32_t *pairs)
+{
+    size_t nodes = (size_t)req->top + 1;
+    memset(uses, 0, nodes * sizeof *uses);
+    for (size_t k = 0; k < *n_fwd; k++) {
+        uses[fwd[k].a]++;
+        if (pg_op_arity(fwd[k].op) == 2) uses[fwd[k].b]++;
+    }
+    /* Nodes asked for count as used twice more: they keep their slots. */
+    if (req->outputs) {
+        for (size_t k = 0; k < req->n_out; k++) uses[req->outputs[k]] += 2;
+    } else {
+        uses[req->loss] += 2;
+        for (size_t k = 0; k < req->n_wrt; k++)
+            if (req->wrt[k] < nodes) uses[req->wrt[k]] += 2;
+    }
+    /* For a gradient, an inner node must be in the reverse plan too. */
+    const uint32_t lowest = req->outputs ? 0 : req->bottom + 1;
+#define INNER(x) (uses[(x)] == 1 && (x) >= lowest)
+
+    size_t n = *n_fwd, w = 0, used = 0;
+    for (size_t k = 0; k < n;) {
+        instr m = fwd[k];
+        if (!(k + 1 < n && m.op == PG_OP_MUL && INNER(m.i) && fwd[k + 1].op == PG_OP_ADD &&
+              (fwd[k + 1].a == m.i || fwd[k + 1].b == m.i))) {
+            fused_at[fwd[k].i] = NONE;
+            fwd[w++] = fwd[k++];
+            continue;
+        }
+        instr c = fwd[k + 1];
+        uint32_t start = c.a == m.i ? c.b : c.a, at = (uint32_t)used;
+        pairs[used++] = 1;
+        pairs[used++] = m.a;
+        pairs[used++] = m.b;
+        mark[m.i] = 0;
+        for (k += 2; k + 1 < n && fwd[k].op == PG_OP_MUL && INNER(fwd[k].i) && INNER(c.i) &&
+                     adds(fwd[k + 1], c.i, fwd[k].i);
+             k += 2) {
+            pairs[at]++;
+            pairs[used++] = fwd[k].a;
+            pairs[used++] = fwd[k].b;
+            mark[fwd[k].i] = mark[c.i] = 0;
+            c = fwd[k + 1];
+        }
+        fused_at[c.i] = (uint32_t)w;
+        fwd[w++] = (instr){c.i, start, at, PG_PLAN_DOT};
+    }
+#undef INNER
+    *n_fwd = w;
+
+    /* The reverse plan: the last node of a chain runs it, inner ones go. */
+    w = 0;
+    for (size_t k = 0; k < *n_rev; k++) {
+        uint32_t i = rev[k].i;
+        if (!mark[i]) continue;
+        rev[w++] = i >= req->from && fused_at[i] != NONE ? fwd[fused_at[i]] : rev[k];
+    }
+    *n_rev = w;
+    return used;
 }
 
 /* ---- a batch, ready to run as often as needed --------------------------------- */
@@ -415,16 +543,18 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
 
     int grads = req->outputs == NULL;
     size_t nodes = (size_t)req->top + 1;
-    if (nodes > SIZE_MAX / (2 * sizeof(instr) + 3 * sizeof(uint32_t)) / 2)
+    if (nodes > SIZE_MAX / (2 * sizeof(instr) + 6 * sizeof(uint32_t)) / 2)
         return pg__fail(t, PG_ENOMEM, "a batch over %zu nodes is too big", nodes);
 
-    /* One allocation for the plans (at most nodes instrs each way) and the
-       slot arrays; mark and slot are scratch, freed before returning. */
+    /* One allocation for the plans (at most nodes instrs each way), the
+       factors of fused chains (fewer than two a node) and the slot arrays;
+       mark and slot are scratch (slot twice over: fuse_chains needs two
+       arrays), freed before returning. */
     size_t n_small = req->n_in + req->n_out + req->n_wrt;
-    size_t plan_bytes = nodes * 2 * sizeof(instr) + (2 * n_small + 2 * nodes) * sizeof(uint32_t);
+    size_t plan_bytes = nodes * 2 * sizeof(instr) + (2 * n_small + 4 * nodes) * sizeof(uint32_t);
     pg_batch *b = pg__alloc(t, NULL, sizeof *b);
     uint8_t *mark = pg__alloc(t, NULL, nodes);
-    uint32_t *slot = pg__alloc(t, NULL, nodes * sizeof *slot);
+    uint32_t *slot = pg__alloc(t, NULL, 2 * nodes * sizeof *slot);
     void *plan = pg__alloc(t, NULL, plan_bytes);
     if (!b || !mark || !slot || !plan) {
         pg__alloc(t, b, 0);
@@ -438,6 +568,7 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     uint32_t *wrt_slot = output_slot + req->n_out;
     uint32_t *fixed_slot = wrt_slot + req->n_wrt, *fixed_node = fixed_slot + nodes;
     uint32_t *asked = fixed_node + nodes; /* copies of the request's node arrays */
+    uint32_t *pairs = asked + n_small;
     if (req->n_in) memcpy(asked, req->inputs, req->n_in * sizeof *asked);
     if (req->n_out) memcpy(asked + req->n_in, req->outputs, req->n_out * sizeof *asked);
     if (req->n_wrt) memcpy(asked + req->n_in + req->n_out, req->wrt, req->n_wrt * sizeof *asked);
@@ -451,7 +582,7 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     *job = (batch){.data = req->data, .rows = req->rows, .n_in = req->n_in, .input_slot = input_slot,
                    .fwd = fwd, .rev = rev, .fixed_slot = fixed_slot, .fixed_node = fixed_node,
                    .n_out = req->n_out, .result = req->result, .n_wrt = req->n_wrt,
-                   .wrt_slot = wrt_slot};
+                   .wrt_slot = wrt_slot, .pairs = pairs};
 
     /* The reverse plan first, while mark holds only its cone: which wrt
        nodes the loss depends on. */
@@ -467,13 +598,14 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     /* The forward plan adds what rows compute to the marks (a superset of
        the reverse cone above the first input). */
     job->n_fwd = make_plan(t, mark, req->from, req->top, 0, fwd);
+    fuse_chains(req, mark, slot, slot + nodes, fwd, &job->n_fwd, rev, &job->n_rev, pairs);
 
     /* Slots in node order, for every marked node. */
     uint32_t slots = 0;
     for (size_t i = 0; i < nodes; i++) slot[i] = mark[i] ? slots++ : NONE;
     job->slots = slots;
-    to_slots(t, slot, fwd, job->n_fwd);
-    to_slots(t, slot, rev, job->n_rev);
+    to_slots(t, slot, fwd, job->n_fwd, pairs);
+    to_slots(t, slot, rev, job->n_rev, NULL);
     for (size_t k = 0; k < req->n_in; k++) input_slot[k] = req->inputs[k] <= req->top ? slot[req->inputs[k]] : NONE;
     for (size_t k = 0; k < req->n_out; k++) output_slot[k] = slot[req->outputs[k]];
     if (grads) {

@@ -1002,3 +1002,119 @@ def test_input_made_after_the_outputs(pad, call, want):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-2000:]}"
     assert proc.stdout.strip() == "ok"
+
+
+# ---- fused multiply-add chains -----------------------------------------------------------
+# A plan runs b + w1 x1 + w2 x2 + ... as one instruction (batch.c, fuse_chains).
+# These graphs mix such chains with everything that must stop or change a
+# fusion: factors shared within and across chains, x * x, a start that is
+# also a factor, both orders of the add, a chain's inner node read elsewhere
+# or asked for (as an output or in wrt), other nodes in between.
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_SPECIALS = st.sampled_from([0.0, -0.0, 1.0, -2.5, np.inf, -np.inf, np.nan, 1e308, 3e-310])
+
+
+@st.composite
+def chain_graphs(draw):
+    tape = pg.Tape()
+    inputs = [tape.term(f"x{i}") for i in range(3)]
+    params = [tape.term(f"w{i}", draw(st.floats(-2, 2))) for i in range(4)]
+    pool = inputs + params
+    inner = []  # chain nodes that may be asked for, or read again, later
+    pick = lambda: pool[draw(st.integers(0, len(pool) - 1))]  # noqa: E731
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["chain", "chain", "other", "reuse"]))
+        if kind == "chain":
+            c = pick()
+            for _ in range(draw(st.integers(1, 5))):
+                p = pick()
+                q = p if draw(st.booleans()) and draw(st.booleans()) else pick()
+                m = p * q
+                c = c + m if draw(st.booleans()) else m + c
+                inner += [m, c]
+            pool.append(c)
+        elif kind == "other":
+            a, b = pick(), pick()
+            pool.append(draw(st.sampled_from([lambda: pg.tanh(a) - b, lambda: a * b, lambda: a - b * a]))())
+        elif inner:
+            pool.append(inner[draw(st.integers(0, len(inner) - 1))] * pick())
+    terms = pool[7:] or pool
+    loss = terms[0] * terms[0]
+    for t in terms[1:]:
+        loss = loss + 0.25 * t
+    extra = [inner[draw(st.integers(0, len(inner) - 1))] for _ in range(draw(st.integers(0, 2)))] if inner else []
+    wrt = params + extra
+    outputs = [loss] + extra + [terms[-1]]
+    rows = draw(st.sampled_from([1, 3, 32, 33, 70]))
+    data = np.array(draw(st.lists(st.one_of(st.floats(-3, 3), _SPECIALS), min_size=3 * rows, max_size=3 * rows)))
+    return tape, inputs, wrt, outputs, loss, data.reshape(rows, 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(chain_graphs())
+def test_fused_chains_give_the_scalar_loops_bits(graph):
+    tape, inputs, wrt, outputs, loss, data = graph
+    with np.errstate(all="ignore"):
+        want_values = scalar_eval(outputs, inputs, data)
+        want_loss, want_grads = scalar_grad(loss, inputs, data, wrt)
+    assert same_bits(tape.eval_batch(outputs, inputs, data, threads=1), want_values)
+    total, grads = tape.grad_batch(loss, inputs, data, wrt, threads=1)
+    assert same_bits([total], [want_loss])
+    assert same_bits(grads, want_grads)
+
+
+def same_bits(x, y):
+    """Equal to the bit, -0.0 and 0.0 apart; but any NaN equals any NaN (C
+    does not say which operand's NaN x + y keeps, and compilers swap them)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    nan = np.isnan(x)
+    return np.array_equal(nan, np.isnan(y)) and np.array_equal(x[~nan].view(np.uint64), y[~nan].view(np.uint64))
+
+
+def _inner_sum_read_again(x, y, w1, w2):
+    c1 = y + w1 * x
+    return (c1 + w2 * y) * c1
+
+
+def _inner_product_read_again(x, y, w1, w2):
+    m = w1 * x
+    return (y + m + w2 * x) * m
+
+
+def _a_node_between_two_links(x, y, w1, w2):
+    c1 = y + w1 * x
+    z = pg.tanh(y)
+    return c1 + w2 * x + z
+
+
+CHAIN_CASES = {  # build(x, y, w1, w2) -> loss
+    "plain": lambda x, y, w1, w2: (y + w1 * x) + w2 * y,
+    "product on the left": lambda x, y, w1, w2: w2 * y + (w1 * x + y),
+    "x * x, a start that is a factor": lambda x, y, w1, w2: x + x * x + w1 * x,
+    "an inner sum read again": _inner_sum_read_again,
+    "an inner product read again": _inner_product_read_again,
+    "a node between two links": _a_node_between_two_links,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAIN_CASES))
+@pytest.mark.parametrize("ask_inner", [False, True])
+def test_fused_chain_cases(case, ask_inner):
+    tape = pg.Tape()
+    x, y = tape.term("x"), tape.term("y")
+    w1, w2 = tape.term("w1", 0.75), tape.term("w2", -1.5)
+    before = len(tape)
+    loss = CHAIN_CASES[case](x, y, w1, w2)
+    # Every op node, asked for as an output or a wrt term, or none of them.
+    inner = [tape[i] for i in range(before, len(tape)) if not tape[i].is_leaf][:-1] if ask_inner else []
+    data = np.array([[1.0, 2.0], [-0.0, 0.0], [np.inf, 1.0], [3.0, -0.0], [0.5, -2.0]] * 7)
+    wrt = [w1, w2, x] + inner
+    outputs = [loss] + inner
+    assert same_bits(tape.eval_batch(outputs, [x, y], data, threads=1), scalar_eval(outputs, [x, y], data))
+    with np.errstate(all="ignore"):
+        want_loss, want_grads = scalar_grad(loss, [x, y], data, wrt)
+    total, grads = tape.grad_batch(loss, [x, y], data, wrt, threads=1)
+    assert same_bits([total], [want_loss]) and same_bits(grads, want_grads)
