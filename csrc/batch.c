@@ -257,6 +257,34 @@ static void find_first_failure(worker *w, size_t r0, size_t nr)
     w->sweep = first; /* a function that failed once and not again */
 }
 
+/* sums[k] += the first nr rows of slot slots[k], in row order (a slot of
+   NONE adds nothing: the loss does not depend on that node).  A sum in row
+   order is a chain of dependent adds; four at a time run side by side. */
+static void add_rows(const uint32_t *slots, size_t n, const double *grad, size_t R, size_t nr, double *sums)
+{
+    static const double zeros[PG_BLOCK];
+    size_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const double *g[4];
+        for (int j = 0; j < 4; j++) g[j] = slots[k + j] == NONE ? zeros : grad + (size_t)slots[k + j] * R;
+        double s0 = sums[k], s1 = sums[k + 1], s2 = sums[k + 2], s3 = sums[k + 3];
+        for (size_t r = 0; r < nr; r++) {
+            s0 += g[0][r];
+            s1 += g[1][r];
+            s2 += g[2][r];
+            s3 += g[3][r];
+        }
+        sums[k] = s0, sums[k + 1] = s1, sums[k + 2] = s2, sums[k + 3] = s3;
+    }
+    for (; k < n; k++) {
+        if (slots[k] == NONE) continue;
+        const double *g = grad + (size_t)slots[k] * R;
+        double sum = sums[k];
+        for (size_t r = 0; r < nr; r++) sum += g[r];
+        sums[k] = sum;
+    }
+}
+
 static void run_rows(worker *w)
 {
     const batch *job = w->job;
@@ -289,13 +317,7 @@ static void run_rows(worker *w)
         /* Each sum in row order, as a Python loop over the rows adds them. */
         const double *loss = val + (size_t)job->loss_slot * R;
         for (size_t r = 0; r < nr; r++) w->loss_sum += loss[r];
-        for (size_t k = 0; k < job->n_wrt; k++) {
-            if (job->wrt_slot[k] == NONE) continue; /* the loss does not depend on it */
-            const double *g = grad + (size_t)job->wrt_slot[k] * R;
-            double sum = w->grad_sum[k];
-            for (size_t r = 0; r < nr; r++) sum += g[r];
-            w->grad_sum[k] = sum;
-        }
+        add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
     }
 }
 
