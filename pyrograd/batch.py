@@ -66,8 +66,8 @@ def resolve_threads(threads, rows, work_per_row):
     """The number of threads to run: threads=None means every core, as far as
     the work pays for them."""
     if threads is None:
-        useful = max(1, rows * work_per_row // _WORK_PER_THREAD)
-        return min(cpu_count(), useful)
+        useful = rows * work_per_row // _WORK_PER_THREAD
+        return 1 if useful <= 1 else min(cpu_count(), useful)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be None or a positive int, not {threads!r}")
     return min(threads, 2**31 - 1)  # C's int; the core uses at most one thread a row anyway

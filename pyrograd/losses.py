@@ -65,7 +65,7 @@ def mse(prediction, target):
 def _check_hinge(y, n_outputs):
     _check_one_output("hinge", y, n_outputs)
     bad = np.abs(y) != 1.0  # NaN too
-    if bad.any():
+    if np.count_nonzero(bad):
         raise ValueError(f"hinge labels must be -1 or +1, not {y[bad][0]:g}")
 
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import functions
+from . import batch, functions
 from .errors import TapeMismatchError
 from .tape import Tape, Term, _is_number
 
@@ -353,13 +353,13 @@ class Trainer:
         if batch_size is not None:
             batch_size = _count("batch_size", batch_size)
         data, target_shape = self._data(X, y)
-        targets, sample_loss = self._sample_loss(target_shape)
+        targets, sample_loss, input_indices = self._sample_loss(target_shape)
         inputs = self._inputs + targets
         size = len(data) if batch_size is None else min(batch_size, len(data))
         bar = _Progress(epochs, progress)
         try:
             if size == len(data):
-                return self._run(sample_loss, inputs, data, epochs, bar)
+                return self._run(sample_loss, input_indices, data, epochs, bar)
             rng = np.random.default_rng(seed)
             losses = []
             for _ in range(epochs):
@@ -375,12 +375,16 @@ class Trainer:
         finally:
             bar.close()
 
-    def _run(self, sample_loss, inputs, data, epochs, bar):
+    def _run(self, sample_loss, input_indices, data, epochs, bar):
         """Full-batch epochs: optimizer.run does them in C, in one call, or in
-        calls of up to 0.1 s to move the progress bar."""
+        calls of up to 0.1 s to move the progress bar.  (Its checks were done
+        when the loss was built: a step of a small model is tens of
+        microseconds, and they would take a fifth of it.)"""
+        penalty = -1 if self._penalty is None else self._penalty.index
+        threads = batch.resolve_threads(None, len(data), sample_loss.index + 1)
+
         def run(n):
-            return self.optimizer.run(sample_loss, inputs, data, n, reduction="mean",
-                                      penalty=self._penalty).tolist()
+            return self.optimizer._run(sample_loss.index, penalty, *input_indices, data, 1, threads, n).tolist()
         if not bar.shown:
             return run(epochs)
         losses, chunk = [], 1
@@ -430,10 +434,14 @@ class Trainer:
         check = getattr(self.loss, "check_targets", None)
         if check is not None:
             check(y, self.model.nout)
-        return np.column_stack([X, y]), y.shape[1:]
+        data = np.empty((len(X), X.shape[1] + (y.shape[1] if y.ndim == 2 else 1)))
+        data[:, :X.shape[1]] = X
+        data[:, X.shape[1]:] = y.reshape(len(y), -1)
+        return data, y.shape[1:]
 
     def _sample_loss(self, shape):
-        """The target leaves and the loss of one sample, for a target of that
+        """The target leaves, the loss of one sample and the C array of the
+        input leaves' indices (features, then targets), for a target of that
         shape (a number, or a list of them), built the first time."""
         if shape not in self._sample_losses:
             tape = self.model.tape
@@ -445,7 +453,8 @@ class Trainer:
                 loss = self.loss(self._outputs, targets[0])
             if type(loss) is not Term or loss.tape is not tape:
                 raise TypeError(f"the loss must give a Term of the model's tape, not {loss!r}")
-            self._sample_losses[shape] = targets, loss
+            indices = batch.node_indices(tape, self._inputs + targets, "inputs")
+            self._sample_losses[shape] = targets, loss, indices
         return self._sample_losses[shape]
 
 

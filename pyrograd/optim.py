@@ -82,14 +82,22 @@ class Optimizer:
         data = batch.as_array(data, (None, n_in), "data")
         rows = batch.check_rows(data, mean)
         threads = batch.resolve_threads(threads, rows, loss.index + 1)
-        start = self._c.steps
-        lrs = np.array([self._lr_at(start + e) for e in range(epochs)]) if callable(self.lr) else None
-        self._c.lr = self._lr_at(start)
+        return self._run(loss.index, penalty, in_idx, n_in, data, mean, threads, epochs)
+
+    def _run(self, loss, penalty, in_idx, n_in, data, mean, threads, epochs):
+        """run, with its arguments checked and converted (node indices, a
+        C array of the inputs' indices; the Trainer keeps them)."""
+        c = self._c
+        start = c.steps
+        lrs = ffi.NULL
+        if callable(self.lr):
+            schedule = np.array([self._lr_at(start + e) for e in range(epochs)])
+            lrs = ffi.from_buffer("double[]", schedule)
+        c.lr = self._lr_at(start)
         losses = np.empty(epochs)
-        tape._check(lib.pg_optimizer_run(
-            tape._ptr, self._c, loss.index, penalty, in_idx, n_in, ffi.from_buffer("double[]", data), rows,
-            mean, threads, epochs, ffi.NULL if lrs is None else ffi.from_buffer("double[]", lrs),
-            ffi.from_buffer("double[]", losses)))
+        self.tape._check(lib.pg_optimizer_run(
+            self.tape._ptr, c, loss, penalty, in_idx, n_in, ffi.from_buffer("double[]", data), len(data),
+            mean, threads, epochs, lrs, ffi.from_buffer("double[]", losses)))
         return losses
 
     def __repr__(self):
