@@ -44,6 +44,9 @@ typedef struct instr {
    indexes the plan's pairs array: the number of products n, then the two
    factors of each product, n pairs. */
 #define PG_PLAN_DOT PG_OP_COUNT
+/* A factor's slot has this bit when the factor is the same in every row (a
+   weight): a block then reads one number of it, not a row. */
+#define UNIFORM (1u << 31)
 _Static_assert(PG_OP_COUNT < UINT8_MAX, "plan ops are bytes");
 
 /* What every thread of a batch reads. */
@@ -56,6 +59,12 @@ typedef struct batch {
     const instr *fwd, *rev;
     size_t n_fwd, n_rev;
     const uint32_t *pairs; /* the factors of PG_PLAN_DOT instructions */
+    /* once[slot]: the slot's grad has one write, by a PG_PLAN_DOT, which
+       stores it rather than adding; a block need not zero it first.  Each
+       block zeroes the grads of slots zero[2k] to zero[2k + 1] - 1. */
+    const uint8_t *once;
+    const uint32_t *zero;
+    size_t n_zero;
     /* Slots whose value is the same for every row (parameters, constants,
        nodes that do not depend on the inputs), copied from fixed_node. */
     const uint32_t *fixed_slot, *fixed_node;
@@ -132,9 +141,18 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
             const uint32_t *pq = job->pairs + ib;
             for (size_t r = 0; r < nr; r++) V[r] = X[r];
             for (uint32_t j = 0; j < pq[0]; j++) {
-                const double *restrict P = val + (size_t)pq[1 + 2 * j] * R;
-                const double *restrict Q = val + (size_t)pq[2 + 2 * j] * R;
-                for (size_t r = 0; r < nr; r++) V[r] += P[r] * Q[r];
+                const uint32_t p = pq[1 + 2 * j], q = pq[2 + 2 * j];
+                const double *restrict P = val + (size_t)(p & ~UNIFORM) * R;
+                const double *restrict Q = val + (size_t)(q & ~UNIFORM) * R;
+                if (p & UNIFORM) { /* the same bits: x * y is y * x */
+                    const double w = P[0];
+                    for (size_t r = 0; r < nr; r++) V[r] += w * Q[r];
+                } else if (q & UNIFORM) {
+                    const double w = Q[0];
+                    for (size_t r = 0; r < nr; r++) V[r] += P[r] * w;
+                } else {
+                    for (size_t r = 0; r < nr; r++) V[r] += P[r] * Q[r];
+                }
             }
             break;
         }
@@ -181,6 +199,12 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
         GX[r] += g * (d_dx);                                             \
     }
 
+/* GS[r] += term for every row, or, where this is the only write to slot s's
+   grad (which no block zeroes), GS[r] = 0.0 + term: the same bits. */
+#define ADD_GRAD(GS, s, term)                                            \
+    if (job->once[(s)]) for (size_t r = 0; r < nr; r++) GS[r] = 0.0 + (term); \
+    else for (size_t r = 0; r < nr; r++) GS[r] += (term)
+
 PG_VECTOR_CLONES
 static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
 {
@@ -204,14 +228,15 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
                add), then product 1's; so do these loops. */
             const uint32_t *pq = job->pairs + ib;
             for (uint32_t j = pq[0]; j-- > 0;) {
-                if (j == 0)
-                    for (size_t r = 0; r < nr; r++) GX[r] += SKIP_ZERO(G[r], 1);
-                const uint32_t p = pq[1 + 2 * j], q = pq[2 + 2 * j];
+                if (j == 0) ADD_GRAD(GX, in.a, SKIP_ZERO(G[r], 1));
+                const uint32_t p = pq[1 + 2 * j] & ~UNIFORM, q = pq[2 + 2 * j] & ~UNIFORM;
                 const double *restrict P = val + (size_t)p * R, *restrict Q = val + (size_t)q * R;
                 { double *restrict GP = grad + (size_t)p * R; /* p may be q: a loop each */
-                  for (size_t r = 0; r < nr; r++) GP[r] += SKIP_ZERO(G[r], Q[r]); }
+                  if (pq[2 + 2 * j] & UNIFORM) { const double w = Q[0]; ADD_GRAD(GP, p, SKIP_ZERO(G[r], w)); }
+                  else ADD_GRAD(GP, p, SKIP_ZERO(G[r], Q[r])); }
                 { double *restrict GQ = grad + (size_t)q * R;
-                  for (size_t r = 0; r < nr; r++) GQ[r] += SKIP_ZERO(G[r], P[r]); }
+                  if (pq[1 + 2 * j] & UNIFORM) { const double w = P[0]; ADD_GRAD(GQ, q, SKIP_ZERO(G[r], w)); }
+                  else ADD_GRAD(GQ, q, SKIP_ZERO(G[r], P[r])); }
             }
             break;
         }
@@ -237,7 +262,9 @@ static void sweep_block(worker *w, size_t nr)
     const size_t R = job->block;
     forward_block(&w->sweep, job, w->val, nr);
     if (job->output_slot) return;
-    memset(w->grad, 0, job->slots * R * sizeof *w->grad);
+    for (size_t k = 0; k < job->n_zero; k++)
+        memset(w->grad + (size_t)job->zero[2 * k] * R, 0,
+               (size_t)(job->zero[2 * k + 1] - job->zero[2 * k]) * R * sizeof *w->grad);
     for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss_slot * R + r] = 1.0;
     reverse_block(&w->sweep, job, w->val, w->grad, nr);
 }
@@ -373,19 +400,28 @@ static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t
     return n;
 }
 
-/* Renumbers a plan's node indices as slots (and, once, the factors of its
-   fused chains: the reverse plan shares them). */
-static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n, uint32_t *pairs)
+/* Renumbers a plan's node indices as slots (but not the factors of fused
+   chains: factor_slots does). */
+static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n)
 {
     for (size_t k = 0; k < n; k++) {
         plan[k].a = slot[plan[k].a];
-        if (plan[k].op == PG_PLAN_DOT && pairs) {
-            uint32_t *pq = pairs + plan[k].b;
-            for (uint32_t j = 1; j <= 2 * pq[0]; j++) pq[j] = slot[pq[j]];
-        } else if (plan[k].op != PG_PLAN_DOT && pg_op_arity(t->op[plan[k].i]) == 2) {
-            plan[k].b = slot[plan[k].b];
-        }
+        if (plan[k].op != PG_PLAN_DOT && pg_op_arity(t->op[plan[k].i]) == 2) plan[k].b = slot[plan[k].b];
         plan[k].i = slot[plan[k].i];
+    }
+}
+
+/* Renumbers the factors of the fused chains in a forward plan as slots
+   (the reverse plan shares them).  fixed[i] says node i is the same in
+   every row. */
+static void factor_slots(const uint32_t *slot, const uint8_t *fixed, const instr *fwd, size_t n,
+                         size_t slots, uint32_t *pairs)
+{
+    for (size_t k = 0; k < n; k++) {
+        if (fwd[k].op != PG_PLAN_DOT) continue;
+        uint32_t *pq = pairs + fwd[k].b;
+        for (uint32_t j = 1; j <= 2 * pq[0]; j++)
+            pq[j] = slot[pq[j]] | (fixed[pq[j]] && slots <= UNIFORM ? UNIFORM : 0);
     }
 }
 
@@ -409,25 +445,27 @@ static int adds(instr c, uint32_t x, uint32_t y)
    and the order of the adds into every grad are the scalar sweep's.
 
    uses and fused_at are scratch, one entry a node.  Drops the inner nodes
-   from both plans and from mark (so they get no slot); returns the length
-   of pairs used. */
-static size_t fuse_chains(const request *req, uint8_t *mark, uint32_t *uses,
+   from both plans and from mark (so they get no slot), and sets once[x]
+   for the nodes whose grad only a chain writes (see batch.once); returns
+   the length of pairs used. */
+#define PINNED (1u << 31) /* in uses: a node asked for, which keeps its slot */
+static size_t fuse_chains(const request *req, uint8_t *mark, uint8_t *once, uint32_t *uses,
                           uint32_t *fused_at, instr *fwd, size_t *n_fwd, instr *rev, size_t *n_rev,
                           uint32_t *pairs)
 {
     size_t nodes = (size_t)req->top + 1;
     memset(uses, 0, nodes * sizeof *uses);
+    memset(once, 0, nodes);
     for (size_t k = 0; k < *n_fwd; k++) {
         uses[fwd[k].a]++;
         if (pg_op_arity(fwd[k].op) == 2) uses[fwd[k].b]++;
     }
-    /* Nodes asked for count as used twice more: they keep their slots. */
     if (req->outputs) {
-        for (size_t k = 0; k < req->n_out; k++) uses[req->outputs[k]] += 2;
+        for (size_t k = 0; k < req->n_out; k++) uses[req->outputs[k]] |= PINNED;
     } else {
-        uses[req->loss] += 2;
+        uses[req->loss] |= PINNED;
         for (size_t k = 0; k < req->n_wrt; k++)
-            if (req->wrt[k] < nodes) uses[req->wrt[k]] += 2;
+            if (req->wrt[k] < nodes) uses[req->wrt[k]] |= PINNED;
     }
     /* For a gradient, an inner node must be in the reverse plan too. */
     const uint32_t lowest = req->outputs ? 0 : req->bottom + 1;
@@ -459,6 +497,12 @@ static size_t fuse_chains(const request *req, uint8_t *mark, uint32_t *uses,
         }
         fused_at[c.i] = (uint32_t)w;
         fwd[w++] = (instr){c.i, start, at, PG_PLAN_DOT};
+        /* Read by this chain alone among the nodes rows run (ones below the
+           first input come after it in the reverse sweep): one write a row. */
+        if (!req->outputs) {
+            once[start] = (uses[start] & ~PINNED) == 1;
+            for (uint32_t j = 1; j <= 2 * pairs[at]; j++) once[pairs[at + j]] = (uses[pairs[at + j]] & ~PINNED) == 1;
+        }
     }
 #undef INNER
     *n_fwd = w;
@@ -565,17 +609,18 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
 
     int grads = req->outputs == NULL;
     size_t nodes = (size_t)req->top + 1;
-    if (nodes > SIZE_MAX / (2 * sizeof(instr) + 6 * sizeof(uint32_t)) / 2)
+    if (nodes > SIZE_MAX / (2 * sizeof(instr) + 8 * sizeof(uint32_t)) / 2)
         return pg__fail(t, PG_ENOMEM, "a batch over %zu nodes is too big", nodes);
 
     /* One allocation for the plans (at most nodes instrs each way), the
-       factors of fused chains (fewer than two a node) and the slot arrays;
-       mark and slot are scratch (slot twice over: fuse_chains needs two
-       arrays), freed before returning. */
+       factors of fused chains (fewer than two a node), the slot arrays and
+       the ranges of grads to zero (at most one a slot, plus one); mark and
+       slot are scratch (each twice over, for fuse_chains), freed before
+       returning. */
     size_t n_small = req->n_in + req->n_out + req->n_wrt;
-    size_t plan_bytes = nodes * 2 * sizeof(instr) + (2 * n_small + 4 * nodes) * sizeof(uint32_t);
+    size_t plan_bytes = nodes * 2 * sizeof(instr) + (2 * n_small + 6 * nodes + 2) * sizeof(uint32_t) + nodes;
     pg_batch *b = pg__alloc(t, NULL, sizeof *b);
-    uint8_t *mark = pg__alloc(t, NULL, nodes);
+    uint8_t *mark = pg__alloc(t, NULL, 2 * nodes);
     uint32_t *slot = pg__alloc(t, NULL, 2 * nodes * sizeof *slot);
     void *plan = pg__alloc(t, NULL, plan_bytes);
     if (!b || !mark || !slot || !plan) {
@@ -590,7 +635,8 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     uint32_t *wrt_slot = output_slot + req->n_out;
     uint32_t *fixed_slot = wrt_slot + req->n_wrt, *fixed_node = fixed_slot + nodes;
     uint32_t *asked = fixed_node + nodes; /* copies of the request's node arrays */
-    uint32_t *pairs = asked + n_small;
+    uint32_t *pairs = asked + n_small, *zero = pairs + 2 * nodes;
+    uint8_t *once = (uint8_t *)(zero + 2 * nodes + 2), *once_node = mark + nodes;
     if (req->n_in) memcpy(asked, req->inputs, req->n_in * sizeof *asked);
     if (req->n_out) memcpy(asked + req->n_in, req->outputs, req->n_out * sizeof *asked);
     if (req->n_wrt) memcpy(asked + req->n_in + req->n_out, req->wrt, req->n_wrt * sizeof *asked);
@@ -604,7 +650,7 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     *job = (batch){.data = req->data, .rows = req->rows, .n_in = req->n_in, .input_slot = input_slot,
                    .fwd = fwd, .rev = rev, .fixed_slot = fixed_slot, .fixed_node = fixed_node,
                    .n_out = req->n_out, .result = req->result, .n_wrt = req->n_wrt,
-                   .wrt_slot = wrt_slot, .pairs = pairs};
+                   .wrt_slot = wrt_slot, .pairs = pairs, .once = once, .zero = zero};
 
     /* The reverse plan first, while mark holds only its cone: which wrt
        nodes the loss depends on. */
@@ -620,14 +666,28 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     /* The forward plan adds what rows compute to the marks (a superset of
        the reverse cone above the first input). */
     job->n_fwd = make_plan(t, mark, req->from, req->top, 0, fwd);
-    fuse_chains(req, mark, slot, slot + nodes, fwd, &job->n_fwd, rev, &job->n_rev, pairs);
+    fuse_chains(req, mark, once_node, slot, slot + nodes, fwd, &job->n_fwd, rev, &job->n_rev, pairs);
 
     /* Slots in node order, for every marked node. */
     uint32_t slots = 0;
-    for (size_t i = 0; i < nodes; i++) slot[i] = mark[i] ? slots++ : NONE;
+    for (size_t i = 0; i < nodes; i++) {
+        if (!mark[i]) {
+            slot[i] = NONE;
+            continue;
+        }
+        once[slots] = once_node[i];
+        slot[i] = slots++;
+    }
     job->slots = slots;
-    to_slots(t, slot, fwd, job->n_fwd, pairs);
-    to_slots(t, slot, rev, job->n_rev, NULL);
+    /* The grads a block zeroes: runs of slots not written once. */
+    for (uint32_t k = 0; k < slots;) {
+        if (once[k]) { k++; continue; }
+        zero[2 * job->n_zero] = k;
+        while (k < slots && !once[k]) k++;
+        zero[2 * job->n_zero++ + 1] = k;
+    }
+    to_slots(t, slot, fwd, job->n_fwd);
+    to_slots(t, slot, rev, job->n_rev);
     for (size_t k = 0; k < req->n_in; k++) input_slot[k] = req->inputs[k] <= req->top ? slot[req->inputs[k]] : NONE;
     for (size_t k = 0; k < req->n_out; k++) output_slot[k] = slot[req->outputs[k]];
     if (grads) {
@@ -641,11 +701,15 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
        at or above from, and every op node there is in the forward plan). */
     for (size_t k = 0; k < req->n_in; k++)
         if (input_slot[k] != NONE) mark[req->inputs[k]] = 2;
-    for (size_t i = 0; i < nodes; i++)
-        if (mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0)) {
+    for (size_t i = 0; i < nodes; i++) {
+        int fixed = mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0);
+        if (fixed) {
             fixed_slot[job->n_fixed] = slot[i];
             fixed_node[job->n_fixed++] = (uint32_t)i;
         }
+        mark[i] = (uint8_t)fixed;
+    }
+    factor_slots(slot, mark, fwd, job->n_fwd, slots, pairs);
     pg__alloc(t, mark, 0);
     pg__alloc(t, slot, 0);
 
