@@ -122,8 +122,8 @@ typedef struct worker {
 #define PG_VECTOR_CLONES
 #endif
 
-PG_VECTOR_CLONES
-static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
+static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, const batch *job, double *val,
+                                                                size_t nr)
 {
     const size_t R = job->block;
     for (size_t k = 0; k < job->n_fwd; k++) {
@@ -205,8 +205,8 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     if (job->once[(s)]) for (size_t r = 0; r < nr; r++) GS[r] = 0.0 + (term); \
     else for (size_t r = 0; r < nr; r++) GS[r] += (term)
 
-PG_VECTOR_CLONES
-static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
+static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, const batch *job, const double *val,
+                                                                double *grad, size_t nr)
 {
     const size_t R = job->block;
     for (size_t k = 0; k < job->n_rev; k++) {
@@ -242,6 +242,22 @@ static void reverse_block(pg_sweep *s, const batch *job, const double *val, doub
         }
         }
     }
+}
+
+/* A full block's loops have a known length, which the compiler unrolls
+   into whole vectors with no remainder to handle. */
+PG_VECTOR_CLONES
+static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
+{
+    if (nr == PG_BLOCK) forward_rows(s, job, val, PG_BLOCK);
+    else forward_rows(s, job, val, nr);
+}
+
+PG_VECTOR_CLONES
+static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
+{
+    if (nr == PG_BLOCK) reverse_rows(s, job, val, grad, PG_BLOCK);
+    else reverse_rows(s, job, val, grad, nr);
 }
 
 /* ---- running rows ------------------------------------------------------------ */
