@@ -39,12 +39,28 @@ int pg__sweep_failure(const pg_sweep *s)
 #define KA_D_DX(NAME, label, kind, value, d_dx, d_dy, ...) PG_IF_KA(kind)((d_dx),)
 #define KA_D_DY(NAME, label, kind, value, d_dx, d_dy, ...) PG_IF_KA(kind)((d_dy),)
 
+/* Operand a lies a few nodes back, in cache, but b may lie anywhere before
+   (a parameter, a shared subexpression), and on a big tape loading it misses
+   the cache.  The loops ask for b's value and grad AHEAD nodes before they
+   need them: 1M-node random graph, eval + backprop 16.3 -> 13.5 ns a node.
+   b is not a node for a CALL (it is the function), so an index that is not
+   below the node's own is replaced by that: prefetching never reads outside
+   the arrays. */
+#define AHEAD 64
+#if defined(__GNUC__)
+#define PREFETCH(p, write) __builtin_prefetch((p), (write))
+#else
+#define PREFETCH(p, write) ((void)(p))
+#endif
+#define OPERAND_B(j) (b[j] < (j) ? b[j] : (j))
+
 /* Values of nodes [from, to) from their operands. */
 void pg__forward(pg_sweep *s, double *restrict val, uint32_t from, uint32_t to)
 {
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
     for (uint32_t i = from; i < to; i++) {
+        if (to - i > AHEAD) PREFETCH(&val[OPERAND_B(i + AHEAD)], 0);
         uint32_t ia = a[i], ib = b[i];
         (void)ib;
         unsigned cheap = op[i] - PG_OP_FIRST_KA;
@@ -82,6 +98,10 @@ void pg__reverse(pg_sweep *s, const double *restrict val, double *restrict grad,
     const uint8_t *op = s->t->op;
     const uint32_t *a = s->t->a, *b = s->t->b;
     for (uint32_t i = top + 1; i-- > bottom;) {
+        if (i - bottom >= AHEAD) {
+            PREFETCH(&val[OPERAND_B(i - AHEAD)], 0);
+            PREFETCH(&grad[OPERAND_B(i - AHEAD)], 1);
+        }
         double g = grad[i];
         if (g == 0) continue;
         uint32_t ia = a[i], ib = b[i];
