@@ -69,6 +69,7 @@ typedef struct batch {
        nodes that do not depend on the inputs), copied from fixed_node. */
     const uint32_t *fixed_slot, *fixed_node;
     size_t n_fixed;
+    size_t n_fixed_rows; /* the first ones; the others are read as one number (UNIFORM) */
 
     /* eval_batch: outputs are copied to result (rows x n_out). */
     const uint32_t *output_slot;
@@ -144,7 +145,10 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
                 const uint32_t p = pq[1 + 2 * j], q = pq[2 + 2 * j];
                 const double *restrict P = val + (size_t)(p & ~UNIFORM) * R;
                 const double *restrict Q = val + (size_t)(q & ~UNIFORM) * R;
-                if (p & UNIFORM) { /* the same bits: x * y is y * x */
+                if (p & q & UNIFORM) {
+                    const double w = P[0] * Q[0];
+                    for (size_t r = 0; r < nr; r++) V[r] += w;
+                } else if (p & UNIFORM) { /* the same bits: x * y is y * x */
                     const double w = P[0];
                     for (size_t r = 0; r < nr; r++) V[r] += w * Q[r];
                 } else if (q & UNIFORM) {
@@ -441,6 +445,26 @@ static void factor_slots(const uint32_t *slot, const uint8_t *fixed, const instr
     }
 }
 
+/* row[s]: whether a plan reads slot s's values as a row (everything but
+   the factors of fused chains, unless all_rows: then those too). */
+static void read_as_rows(const batch *job, int all_rows, uint8_t *row)
+{
+    memset(row, all_rows, job->slots);
+    for (size_t k = 0; k < job->n_fwd; k++) {
+        const instr in = job->fwd[k];
+        row[in.a] = 1;
+        if (in.op != PG_PLAN_DOT && pg_op_arity(in.op) == 2) row[in.b] = 1;
+    }
+    for (size_t k = 0; k < job->n_rev; k++) {
+        const instr in = job->rev[k];
+        if (in.op == PG_PLAN_DOT) continue; /* it reads values of the factors only */
+        row[in.i] = row[in.a] = 1;
+        if (pg_op_arity(in.op) == 2) row[in.b] = 1;
+    }
+    for (size_t k = 0; k < job->n_out; k++) row[job->output_slot[k]] = 1;
+    if (!job->output_slot) row[job->loss_slot] = 1;
+}
+
 /* ---- fused multiply-add chains ------------------------------------------------ */
 
 /* Whether c is x + y (in either order). */
@@ -717,13 +741,19 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
        at or above from, and every op node there is in the forward plan). */
     for (size_t k = 0; k < req->n_in; k++)
         if (input_slot[k] != NONE) mark[req->inputs[k]] = 2;
-    for (size_t i = 0; i < nodes; i++) {
-        int fixed = mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0);
-        if (fixed) {
-            fixed_slot[job->n_fixed] = slot[i];
-            fixed_node[job->n_fixed++] = (uint32_t)i;
-        }
-        mark[i] = (uint8_t)fixed;
+    for (size_t i = 0; i < nodes; i++)
+        mark[i] = mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0);
+    /* Those read as rows come first; the factors of fused chains only are
+       read as one number (UNIFORM), and a block fills one number of them. */
+    uint8_t *row = once_node; /* by slot, now */
+    read_as_rows(job, slots > UNIFORM, row);
+    for (int rows = 1; rows >= 0; rows--) {
+        for (size_t i = 0; i < nodes; i++)
+            if (mark[i] && row[slot[i]] == rows) {
+                fixed_slot[job->n_fixed] = slot[i];
+                fixed_node[job->n_fixed++] = (uint32_t)i;
+            }
+        if (rows) job->n_fixed_rows = job->n_fixed;
     }
     factor_slots(slot, mark, fwd, job->n_fwd, slots, pairs);
     pg__alloc(t, mark, 0);
@@ -771,7 +801,8 @@ static int run_batch(pg_batch *b, pg_poll *poll)
         /* Every row starts from the tape's values (parameters, constants). */
         for (size_t f = 0; f < job->n_fixed; f++) {
             double v = t->value[job->fixed_node[f]], *slot = w->val + (size_t)job->fixed_slot[f] * R;
-            for (size_t r = 0; r < R; r++) slot[r] = v;
+            size_t n = f < job->n_fixed_rows ? R : 1;
+            for (size_t r = 0; r < n; r++) slot[r] = v;
         }
         memset(w->grad_sum, 0, job->n_wrt * sizeof *w->grad_sum);
         w->loss_sum = 0.0;

@@ -1094,6 +1094,7 @@ CHAIN_CASES = {  # build(x, y, w1, w2) -> loss
     "plain": lambda x, y, w1, w2: (y + w1 * x) + w2 * y,
     "product on the left": lambda x, y, w1, w2: w2 * y + (w1 * x + y),
     "x * x, a start that is a factor": lambda x, y, w1, w2: x + x * x + w1 * x,
+    "a product of two weights": lambda x, y, w1, w2: y + w1 * w2 + w2 * x,
     "an inner sum read again": _inner_sum_read_again,
     "an inner product read again": _inner_product_read_again,
     "a node between two links": _a_node_between_two_links,
