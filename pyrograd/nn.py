@@ -434,9 +434,13 @@ class Trainer:
         check = getattr(self.loss, "check_targets", None)
         if check is not None:
             check(y, self.model.nout)
-        data = np.empty((len(X), X.shape[1] + (y.shape[1] if y.ndim == 2 else 1)))
-        data[:, :X.shape[1]] = X
-        data[:, X.shape[1]:] = y.reshape(len(y), -1)
+        nx = X.shape[1]
+        data = np.empty((len(X), nx + (y.shape[1] if y.ndim == 2 else 1)))
+        data[:, :nx] = X
+        if y.ndim == 1:
+            data[:, nx] = y
+        else:
+            data[:, nx:] = y
         return data, y.shape[1:]
 
     def _sample_loss(self, shape):

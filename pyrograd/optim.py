@@ -34,13 +34,11 @@ class Optimizer:
         self.tape = self.params[0].tape
         if any(p.tape is not self.tape for p in self.params):
             raise TapeMismatchError("all parameters must be on one tape")
-        if not callable(lr):
-            _check_range("lr", lr, 0.0)
-        self.lr = lr
         n = len(self.params)
         self._indices = ffi.new("uint32_t[]", [p.index for p in self.params])
         self._state = np.zeros((2, n))  # momentum or first moment; squares
         c = self._c = ffi.new("pg_optimizer *")
+        self.lr = lr
         c.kind = self._kind
         c.n = n
         c.params = self._indices
@@ -54,14 +52,28 @@ class Optimizer:
         """Steps taken so far."""
         return self._c.steps
 
+    @property
+    def lr(self):
+        """The learning rate: a number, or a callable of the step count."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, lr):
+        if not callable(lr):  # checked and handed to C once, not every step
+            _check_range("lr", lr, 0.0)
+            self._c.lr = float(lr)
+        self._lr = lr
+
     def _lr_at(self, k):
-        lr = self.lr(k) if callable(self.lr) else self.lr
+        """A callable lr's value at step k, checked."""
+        lr = self._lr(k)
         _check_range("lr", lr, 0.0)
         return float(lr)
 
     def step(self):
         """Updates every parameter from its .grad, in one C call."""
-        self._c.lr = self._lr_at(self._c.steps)
+        if callable(self._lr):
+            self._c.lr = self._lr_at(self._c.steps)
         self.tape._check(lib.pg_optimizer_step(self.tape._ptr, self._c))
 
     def zero_grad(self):
@@ -88,12 +100,10 @@ class Optimizer:
         """run, with its arguments checked and converted (node indices, a
         C array of the inputs' indices; the Trainer keeps them)."""
         c = self._c
-        start = c.steps
         lrs = ffi.NULL
-        if callable(self.lr):
-            schedule = np.array([self._lr_at(start + e) for e in range(epochs)])
+        if callable(self._lr):
+            schedule = np.array([self._lr_at(c.steps + e) for e in range(epochs)])
             lrs = ffi.from_buffer("double[]", schedule)
-        c.lr = self._lr_at(start)
         losses = np.empty(epochs)
         self.tape._check(lib.pg_optimizer_run(
             self.tape._ptr, c, loss, penalty, in_idx, n_in, ffi.from_buffer("double[]", data), len(data),
