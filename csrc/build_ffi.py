@@ -28,6 +28,30 @@ def cdef_text():
     return match.group(1) + PYTHON_CALLBACKS
 
 
+# Calls that only append a node or read one value: a few nanoseconds of C
+# that never waits (a busy tape fails at once), where cffi's wrapper would
+# spend some 35 ns releasing and taking back the GIL, and saving errno
+# (ffi.errno, which pyrograd does not read).  Their wrappers just call them.
+# A user allocator called from them still runs: a cffi callback takes the
+# GIL that its thread already holds.
+KEEP_GIL = ("pg_leaf", "pg_const", "pg_unary", "pg_binary", "pg_binary_const",
+            "pg_add", "pg_sub", "pg_mul", "pg_div", "pg_pow",
+            "pg_peek_value", "pg_peek_grad")
+
+
+def keep_gil(code, name):
+    """The C code with the cffi wrapper of `name` calling it as it is."""
+    call = re.compile(
+        r"  Py_BEGIN_ALLOW_THREADS\n  _cffi_restore_errno\(\);\n"
+        r"  (\{ result = %s\([^\n]*\); \})\n"
+        r"  _cffi_save_errno\(\);\n  Py_END_ALLOW_THREADS\n" % name
+    )
+    code, n = call.subn(r"  \1\n", code)
+    if n != 1:  # a cffi that writes its wrappers otherwise: they stay correct, only slower
+        print(f"build_ffi.py: warning: {name} releases the GIL after all", file=sys.stderr)
+    return code
+
+
 def make_ffi():
     ffi = cffi.FFI()
     ffi.cdef(cdef_text())
@@ -38,4 +62,9 @@ def make_ffi():
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python build_ffi.py OUTPUT.c")
-    make_ffi().emit_c_code(sys.argv[1])
+    output = pathlib.Path(sys.argv[1])
+    make_ffi().emit_c_code(str(output))
+    code = output.read_text()
+    for name in KEEP_GIL:
+        code = keep_gil(code, name)
+    output.write_text(code)

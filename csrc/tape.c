@@ -310,6 +310,11 @@ static int64_t call(pg_tape *t, int fn, uint32_t a)
 
 int64_t pg_unary(pg_tape *t, int op, uint32_t a) { PG_HOLDING(t, -PG_EBUSY, unary(t, op, a)); }
 int64_t pg_binary(pg_tape *t, int op, uint32_t a, uint32_t b) { PG_HOLDING(t, -PG_EBUSY, binary(t, op, a, b)); }
+int64_t pg_add(pg_tape *t, uint32_t a, uint32_t b) { return pg_binary(t, PG_OP_ADD, a, b); }
+int64_t pg_sub(pg_tape *t, uint32_t a, uint32_t b) { return pg_binary(t, PG_OP_SUB, a, b); }
+int64_t pg_mul(pg_tape *t, uint32_t a, uint32_t b) { return pg_binary(t, PG_OP_MUL, a, b); }
+int64_t pg_div(pg_tape *t, uint32_t a, uint32_t b) { return pg_binary(t, PG_OP_DIV, a, b); }
+int64_t pg_pow(pg_tape *t, uint32_t a, uint32_t b) { return pg_binary(t, PG_OP_POW, a, b); }
 int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first)
 {
     PG_HOLDING(t, -PG_EBUSY, binary_const(t, op, a, k, k_first));

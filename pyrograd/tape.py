@@ -260,16 +260,17 @@ def _binary(left, right, op):
     return term
 
 
-def _operator(op, number_op=None):
+def _operator(op, binary, number_op=None):
     """self op other.  Terms and Python floats and ints are inlined: they are
-    the hot path.  number_op replaces op when other is a number."""
+    the hot path.  binary is the C call of op (lib.pg_mul for _MUL); number_op
+    replaces op when other is a number."""
     number_op = op if number_op is None else number_op
 
     def method(self, other):
         tape = self.tape
         kind = type(other)
         if kind is Term and other.tape is tape:
-            index = _pg_binary(tape._ptr, op, self.index, other.index)
+            index = binary(tape._ptr, self.index, other.index)
         elif kind is float or kind is int:
             index = _pg_binary_const(tape._ptr, number_op, self.index, other, 0)
         else:
@@ -315,13 +316,13 @@ class Term:
     __array_ufunc__ = None
 
     # ---- arithmetic: each appends one node (and a constant for a number)
-    __add__, __radd__ = _operator(_ADD), _reflected(_ADD)
-    __sub__, __rsub__ = _operator(_SUB), _reflected(_SUB)
-    __mul__, __rmul__ = _operator(_MUL), _reflected(_MUL)
-    __truediv__, __rtruediv__ = _operator(_DIV), _reflected(_DIV)
+    __add__, __radd__ = _operator(_ADD, lib.pg_add), _reflected(_ADD)
+    __sub__, __rsub__ = _operator(_SUB, lib.pg_sub), _reflected(_SUB)
+    __mul__, __rmul__ = _operator(_MUL, lib.pg_mul), _reflected(_MUL)
+    __truediv__, __rtruediv__ = _operator(_DIV, lib.pg_div), _reflected(_DIV)
     __rpow__ = _reflected(_POW)
     # A number exponent is a constant (POWC): no gradient flows to it.
-    __pow__ = _operator(_POW, number_op=_POWC)
+    __pow__ = _operator(_POW, lib.pg_pow, number_op=_POWC)
 
     def __neg__(self):
         return self._unary(_NEG)

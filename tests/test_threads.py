@@ -1,13 +1,18 @@
 """Threads: separate tapes in parallel, and one tape shared by many threads.
 
-cffi releases the GIL around every C call, so tapes driven from separate
+cffi releases the GIL around every C call but the few that only build a
+node or peek at a value (csrc/build_ffi.py), so tapes driven from separate
 Python threads run at the same time and must give the single-thread results
 exactly.  A tape used by two threads at once is never corrupted: each C call
 takes the tape's busy flag, and a call that finds it taken raises
 TapeBusyError without touching the tape.
 """
 import math
+import pathlib
 import random
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -66,6 +71,27 @@ def test_separate_tapes_on_separate_threads_give_the_single_thread_results():
     assert errors == []
     for seed in seeds:
         assert got[seed] == [expected[seed]] * 3  # exactly, bit for bit
+
+
+def test_only_the_building_calls_keep_the_gil(tmp_path):
+    """The glue as the build makes it: the calls in KEEP_GIL call C directly,
+    every other releases the GIL (a cffi that words its wrappers otherwise
+    would make build_ffi.py warn, and this fail)."""
+    csrc = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+    out = tmp_path / "glue.c"
+    run = subprocess.run([sys.executable, str(csrc / "build_ffi.py"), str(out)],
+                         capture_output=True, text=True, check=True)
+    assert "warning" not in run.stderr
+    sys.path.insert(0, str(csrc))
+    try:
+        from build_ffi import KEEP_GIL
+    finally:
+        sys.path.remove(str(csrc))
+    wrappers = dict(re.findall(r"\n_cffi_f_(\w+)\(PyObject \*self, PyObject \*\w+\)\n(\{.*?\n\})",
+                               out.read_text(), re.S))
+    assert set(KEEP_GIL) <= set(wrappers)
+    for name, body in wrappers.items():
+        assert ("Py_BEGIN_ALLOW_THREADS" in body) == (name not in KEEP_GIL), name
 
 
 def test_a_call_in_c_lets_other_python_threads_run():
