@@ -22,8 +22,14 @@
 #include <pthread.h>
 #include <string.h>
 
-/* Rows per block, and the most workspace a block may take per thread. */
-#define PG_BLOCK 32
+/* Rows per block.  A block runs every instruction of the plan over its
+   rows, so more rows spread each instruction's overhead thinner, as long as
+   the block's workspace (a row of every slot's value and grad) stays in a
+   core's L2 cache: PG_BLOCK_CACHE bytes, and at most PG_BLOCK_MAX rows.  A
+   model too big for PG_LINE rows in that gets up to PG_LINE rows within
+   PG_BLOCK_BYTES, and fewer, down to one, beyond. */
+#define PG_BLOCK_MAX 256
+#define PG_BLOCK_CACHE (512u << 10)
 #define PG_BLOCK_BYTES (8u << 20)
 #define PG_LINE 8 /* doubles in a 64-byte cache line */
 #define PG_KEEP_BYTES (4u << 20) /* the biggest batch a tape keeps for the next call */
@@ -102,15 +108,26 @@ typedef struct worker {
 
 #define call(order, x) pg__call(s, ib, (order), (x))
 
+/* The loops run over nv rows, nr rounded up to whole vectors when the
+   block's rows are (whole = 1): in chunks of PG_LINE, each of which the
+   compiler turns into vector operations with no remainder to handle.  The
+   rows past nr compute on what the workspace holds there, which nothing
+   reads; a user function runs for the nr real rows only. */
+#define EACH_ROW                                                          \
+    for (size_t r8 = 0; r8 < nv; r8 += (whole ? PG_LINE : 1))             \
+        for (size_t r = r8; r < r8 + (whole ? PG_LINE : 1); r++)
+
 #define FWD_K0(value)
 #define FWD_K1(value) \
-    for (size_t r = 0; r < nr; r++) { double x = X[r]; V[r] = (value); }
+    EACH_ROW { double x = X[r]; V[r] = (value); }
 #define FWD_K2(value)                                             \
     { const double *restrict Y = val + (size_t)ib * R;            \
-      for (size_t r = 0; r < nr; r++) { double x = X[r], y = Y[r]; V[r] = (value); } }
+      EACH_ROW { double x = X[r], y = Y[r]; V[r] = (value); } }
 #define FWD_KC(value) FWD_K2(value)
 #define FWD_KA(value) FWD_K2(value)
-#define FWD_KF(value) FWD_K1(value)
+/* A user function runs for the block's real rows only. */
+#define FWD_KF(value) \
+    for (size_t r = 0; r < nr; r++) { double x = X[r]; V[r] = (value); }
 
 /* The block loops are compiled three times on x86-64, for the baseline
    (SSE2), AVX2 and AVX-512, and the loader picks what the processor has
@@ -124,7 +141,7 @@ typedef struct worker {
 #endif
 
 static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, const batch *job, double *val,
-                                                                size_t nr)
+                                                                size_t nr, size_t nv, int whole)
 {
     const size_t R = job->block;
     for (size_t k = 0; k < job->n_fwd; k++) {
@@ -140,22 +157,22 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
         case PG_PLAN_DOT: {
             /* v = ((start + p1 q1) + p2 q2) + ..., as the chain's nodes add up */
             const uint32_t *pq = job->pairs + ib;
-            for (size_t r = 0; r < nr; r++) V[r] = X[r];
+            EACH_ROW V[r] = X[r];
             for (uint32_t j = 0; j < pq[0]; j++) {
                 const uint32_t p = pq[1 + 2 * j], q = pq[2 + 2 * j];
                 const double *restrict P = val + (size_t)(p & ~UNIFORM) * R;
                 const double *restrict Q = val + (size_t)(q & ~UNIFORM) * R;
                 if (p & q & UNIFORM) {
                     const double w = P[0] * Q[0];
-                    for (size_t r = 0; r < nr; r++) V[r] += w;
+                    EACH_ROW V[r] += w;
                 } else if (p & UNIFORM) { /* the same bits: x * y is y * x */
                     const double w = P[0];
-                    for (size_t r = 0; r < nr; r++) V[r] += w * Q[r];
+                    EACH_ROW V[r] += w * Q[r];
                 } else if (q & UNIFORM) {
                     const double w = Q[0];
-                    for (size_t r = 0; r < nr; r++) V[r] += P[r] * w;
+                    EACH_ROW V[r] += P[r] * w;
                 } else {
-                    for (size_t r = 0; r < nr; r++) V[r] += P[r] * Q[r];
+                    EACH_ROW V[r] += P[r] * Q[r];
                 }
             }
             break;
@@ -173,7 +190,7 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
 static inline double select_nonzero(double g, double product) { return g != 0 ? product : -0.0; }
 #define REV_K0(d_dx, d_dy)
 #define REV_K1(d_dx, d_dy)                                               \
-    for (size_t r = 0; r < nr; r++) {                                    \
+    EACH_ROW {                                    \
         double g = G[r], x = X[r], v = V[r]; (void)x; (void)v;           \
         GX[r] += SKIP_ZERO(g, d_dx);                                     \
     }
@@ -182,7 +199,7 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
    adds d/dx first and d/dy second, as the scalar sweep does. */
 #define REV_ADD(GOUT, d)                                                 \
     { double *restrict GO = (GOUT);                                      \
-      for (size_t r = 0; r < nr; r++) {                                  \
+      EACH_ROW {                                  \
           double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
           GO[r] += SKIP_ZERO(g, d);                                      \
       } }
@@ -206,11 +223,11 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
 /* GS[r] += term for every row, or, where this is the only write to slot s's
    grad (which no block zeroes), GS[r] = 0.0 + term: the same bits. */
 #define ADD_GRAD(GS, s, term)                                            \
-    if (job->once[(s)]) for (size_t r = 0; r < nr; r++) GS[r] = 0.0 + (term); \
-    else for (size_t r = 0; r < nr; r++) GS[r] += (term)
+    if (job->once[(s)]) EACH_ROW GS[r] = 0.0 + (term); \
+    else EACH_ROW GS[r] += (term)
 
 static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, const batch *job, const double *val,
-                                                                double *grad, size_t nr)
+                                                                double *grad, size_t nr, size_t nv, int whole)
 {
     const size_t R = job->block;
     for (size_t k = 0; k < job->n_rev; k++) {
@@ -248,20 +265,20 @@ static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, cons
     }
 }
 
-/* A full block's loops have a known length, which the compiler unrolls
-   into whole vectors with no remainder to handle. */
+static size_t whole_lines(size_t n) { return (n + PG_LINE - 1) / PG_LINE * PG_LINE; }
+
 PG_VECTOR_CLONES
 static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
 {
-    if (nr == PG_BLOCK) forward_rows(s, job, val, PG_BLOCK);
-    else forward_rows(s, job, val, nr);
+    if (job->block % PG_LINE == 0) forward_rows(s, job, val, nr, whole_lines(nr), 1);
+    else forward_rows(s, job, val, nr, nr, 0);
 }
 
 PG_VECTOR_CLONES
 static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
 {
-    if (nr == PG_BLOCK) reverse_rows(s, job, val, grad, PG_BLOCK);
-    else reverse_rows(s, job, val, grad, nr);
+    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, nr, whole_lines(nr), 1);
+    else reverse_rows(s, job, val, grad, nr, nr, 0);
 }
 
 /* ---- running rows ------------------------------------------------------------ */
@@ -309,7 +326,7 @@ static void find_first_failure(worker *w, size_t r0, size_t nr)
    order is a chain of dependent adds; four at a time run side by side. */
 static void add_rows(const uint32_t *slots, size_t n, const double *grad, size_t R, size_t nr, double *sums)
 {
-    static const double zeros[PG_BLOCK];
+    static const double zeros[PG_BLOCK_MAX];
     size_t k = 0;
     for (; k + 4 <= n; k += 4) {
         const double *g[4];
@@ -338,12 +355,18 @@ static void run_rows(worker *w)
     const size_t R = job->block;
     const double *val = w->val, *grad = w->grad;
     const uint64_t work = (uint64_t)R * (job->n_fwd + job->n_rev + 1);
-    for (size_t r0 = w->r0; r0 < w->r1; r0 += R) {
+    /* Blocks of even size: 100 rows in blocks of up to 72 run as 50 + 50,
+       not 72 + 28 (a block costs its instructions' overhead however few
+       rows it has). */
+    size_t blocks = (w->r1 - w->r0 + R - 1) / R;
+    size_t each = blocks ? (w->r1 - w->r0 + blocks - 1) / blocks : R;
+    if (R % PG_LINE == 0) each = whole_lines(each);
+    for (size_t r0 = w->r0; r0 < w->r1; r0 += each) {
         if (r0 > w->r0 && pg__stop(w->sweep.t, w->poll, work)) {
             w->stopped = 1;
             return;
         }
-        size_t nr = w->r1 - r0 < R ? w->r1 - r0 : R;
+        size_t nr = w->r1 - r0 < each ? w->r1 - r0 : each;
         for (size_t r = 0; r < nr; r++) load_row(job, w->val, r0 + r, r);
         sweep_block(w, nr);
         if (w->sweep.status) {
@@ -760,8 +783,17 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     pg__alloc(t, slot, 0);
 
     size_t per_node = grads ? 2 : 1, room = slots ? slots : 1;
-    size_t R = PG_BLOCK_BYTES / (room * per_node * sizeof(double));
-    R = R < 1 ? 1 : R > PG_BLOCK ? PG_BLOCK : R;
+    size_t row_bytes = room * per_node * sizeof(double);
+    size_t R = PG_BLOCK_CACHE / row_bytes;
+    if (R > PG_BLOCK_MAX) R = PG_BLOCK_MAX;
+    if (R < PG_LINE) {
+        R = PG_BLOCK_BYTES / row_bytes;
+        R = R < 1 ? 1 : R > PG_LINE ? PG_LINE : R;
+    }
+    /* No more rows than a thread's share. */
+    size_t share = (req->rows + (size_t)threads - 1) / (size_t)threads;
+    share = share ? (share + PG_LINE - 1) / PG_LINE * PG_LINE : PG_LINE;
+    if (R > share) R = share;
     /* Whole cache lines a slot, from a line's start: a vector load never
        straddles two lines (that made the AVX-512 loops a third slower). */
     job->block = R = R >= PG_LINE ? R / PG_LINE * PG_LINE : R;
@@ -773,6 +805,7 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
         int k = b->threads;
         void *memory = pg__alloc(t, NULL, (doubles + PG_LINE) * sizeof(double));
         if (!memory) goto nomem;
+        memset(memory, 0, (doubles + PG_LINE) * sizeof(double)); /* rows past a block's end are read */
         double *block = (double *)(((uintptr_t)memory + PG_LINE * sizeof(double) - 1) &
                                    ~(uintptr_t)(PG_LINE * sizeof(double) - 1));
         b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, NULL, 0, req->rows * k / threads,
