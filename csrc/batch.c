@@ -8,7 +8,9 @@
  * a workspace slot.  Rows then run in blocks: the workspace keeps a slot's
  * values for the block's rows side by side, val[slot * R + r], so one
  * dispatch of an instruction serves R rows and the loop over rows is plain
- * arithmetic that the compiler vectorizes.  The tape keeps the last plan
+ * arithmetic that the compiler vectorizes.  A neuron's b + w1 x1 + ... is
+ * one instruction of a plan, not two a product (fuse_chains), and a weight
+ * is read as one number, not a row of copies.  The tape keeps the last plan
  * and its workspace, for the same request again (a training loop's steps).
  *
  * Each thread has its own workspace and a contiguous share of the rows, and
