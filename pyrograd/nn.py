@@ -329,6 +329,7 @@ class Trainer:
         if not callable(loss):
             raise TypeError(f"loss must be a function (prediction, target) -> Term, not {loss!r}")
         self.model, self.optimizer, self.loss = model, optimizer, loss
+        self._check_targets = getattr(loss, "check_targets", None)
         tape = model.tape
         self._penalty = None
         if regularization is not None:
@@ -387,7 +388,7 @@ class Trainer:
         in_idx, n_in = input_indices
 
         def run(n):
-            return self.optimizer._run(sample_loss.index, penalty, in_idx, n_in, data, 1, threads, n).tolist()
+            return self.optimizer._run(sample_loss.index, penalty, in_idx, n_in, data, 1, threads, n)
         if not bar.shown:
             return run(epochs)
         losses, chunk = [], 1
@@ -434,9 +435,8 @@ class Trainer:
             raise ValueError(f"y must have one entry (or row) per row of X: X has shape {X.shape}, y {y.shape}")
         if not len(X):
             raise ValueError("training needs at least one row of data")
-        check = getattr(self.loss, "check_targets", None)
-        if check is not None:
-            check(y, self.model.nout)
+        if self._check_targets is not None:
+            self._check_targets(y, self.model.nout)
         nx = X.shape[1]
         data = np.empty((len(X), nx + (y.shape[1] if y.ndim == 2 else 1)))
         data[:, :nx] = X

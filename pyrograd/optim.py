@@ -12,9 +12,12 @@ step), e.g. `lambda k: 1.0 - 0.9 * k / 100`.
 import numpy as np
 
 from . import batch
-from ._binding import ffi, lib
+from ._binding import ffi, lib, raise_status
 from .errors import TapeMismatchError
 from .tape import Term
+
+
+_pg_optimizer_run = lib.pg_optimizer_run  # looked up once: a training step is tens of microseconds
 
 
 class Optimizer:
@@ -94,21 +97,24 @@ class Optimizer:
         data = batch.as_array(data, (None, n_in), "data")
         rows = batch.check_rows(data, mean)
         threads = batch.resolve_threads(threads, rows, loss.index + 1)
-        return self._run(loss.index, penalty, in_idx, n_in, data, mean, threads, epochs)
+        return np.array(self._run(loss.index, penalty, in_idx, n_in, data, mean, threads, epochs))
 
     def _run(self, loss, penalty, in_idx, n_in, data, mean, threads, epochs):
         """run, with its arguments checked and converted (node indices, a
-        C array of the inputs' indices; the Trainer keeps them)."""
+        C array of the inputs' indices; the Trainer keeps them); returns the
+        losses as a list."""
         c = self._c
         lrs = ffi.NULL
         if callable(self._lr):
             schedule = np.array([self._lr_at(c.steps + e) for e in range(epochs)])
             lrs = ffi.from_buffer("double[]", schedule)
-        losses = np.empty(epochs)
-        self.tape._check(lib.pg_optimizer_run(
-            self.tape._ptr, c, loss, penalty, in_idx, n_in, ffi.from_buffer("double[]", data), len(data),
-            mean, threads, epochs, lrs, ffi.from_buffer("double[]", losses)))
-        return losses
+        losses = ffi.new("double[]", epochs)
+        tape = self.tape
+        status = _pg_optimizer_run(tape._ptr, c, loss, penalty, in_idx, n_in, ffi.from_buffer("double[]", data),
+                                   len(data), mean, threads, epochs, lrs, losses)
+        if status:
+            raise_status(tape, status)
+        return ffi.unpack(losses, epochs)
 
     def __repr__(self):
         return f"<pyrograd.optim.{type(self).__name__} of {len(self.params)} parameters, lr={self.lr!r}>"
