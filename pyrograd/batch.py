@@ -157,9 +157,15 @@ def grad_batch(tape, loss, inputs, data, wrt, reduction="sum", threads=None, pen
     data = as_array(data, (None, n_in), "data")
     rows = check_rows(data, mean)
     threads = resolve_threads(threads, rows, loss.index + 1)
+    return run_grad_batch(tape, loss.index, penalty, in_idx, n_in, data, wrt_idx, n_wrt, mean, threads)
+
+
+def run_grad_batch(tape, loss, penalty, in_idx, n_in, data, wrt_idx, n_wrt, mean, threads):
+    """grad_batch with its arguments checked and converted (node indices, C
+    arrays of them): the Trainer keeps them for every step."""
     total = ffi.new("double *")
     grads_out = np.empty(n_wrt)
-    tape._check(lib.pg_grad_batch(tape._ptr, loss.index, penalty, in_idx, n_in,
-                                  ffi.from_buffer("double[]", data), rows, wrt_idx, n_wrt, mean,
+    tape._check(lib.pg_grad_batch(tape._ptr, loss, penalty, in_idx, n_in,
+                                  ffi.from_buffer("double[]", data), len(data), wrt_idx, n_wrt, mean,
                                   threads, total, ffi.from_buffer("double[]", grads_out)))
     return total[0], grads_out

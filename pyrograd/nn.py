@@ -354,11 +354,10 @@ class Trainer:
         if batch_size is not None:
             batch_size = _count("batch_size", batch_size)
         data, target_shape = self._data(X, y)
-        targets, sample_loss, input_indices = self._sample_loss(target_shape)
+        _, sample_loss, input_indices = self._sample_loss(target_shape)
         size = len(data) if batch_size is None else min(batch_size, len(data))
         if size == len(data) and not progress:  # one C call, nothing else to do
-            return self._run(sample_loss, input_indices, data, epochs, _SILENT)
-        inputs = self._inputs + targets
+            return self._run(sample_loss, input_indices, data, epochs, None)
         bar = _Progress(epochs, progress)
         try:
             if size == len(data):
@@ -370,8 +369,8 @@ class Trainer:
                 rows = data[rng.permutation(len(data))] if shuffle and size < len(data) else data
                 total = 0.0
                 for start in range(0, len(rows), size):
-                    batch = rows[start:start + size]
-                    total += self._step(sample_loss, inputs, batch) * len(batch)
+                    part = rows[start:start + size]
+                    total += self._step(sample_loss, input_indices, part) * len(part)
                 losses.append(total / len(rows))
                 bar.update(1, losses[-1])
             return losses
@@ -389,7 +388,7 @@ class Trainer:
 
         def run(n):
             return self.optimizer._run(sample_loss.index, penalty, in_idx, n_in, data, 1, threads, n)
-        if not bar.shown:
+        if bar is None or not bar.shown:
             return run(epochs)
         losses, chunk = [], 1
         while len(losses) < epochs:
@@ -400,12 +399,14 @@ class Trainer:
             chunk = 2 * n if time.perf_counter() - start < 0.05 else n
         return losses
 
-    def _step(self, sample_loss, inputs, rows):
+    def _step(self, sample_loss, input_indices, rows):
         """One optimizer step on the mean loss of `rows`, plus the regularization."""
-        tape, params = self.model.tape, self.optimizer.params
-        loss, _ = tape.grad_batch(sample_loss, inputs, rows, params, reduction="mean",
-                                  penalty=self._penalty)
-        self.optimizer.step()
+        optimizer = self.optimizer
+        penalty = -1 if self._penalty is None else self._penalty.index
+        threads = batch.resolve_threads(None, len(rows), sample_loss.index + 1)
+        loss, _ = batch.run_grad_batch(self.model.tape, sample_loss.index, penalty, *input_indices, rows,
+                                       optimizer._indices, len(optimizer.params), 1, threads)
+        optimizer.step()
         return loss
 
     def predict(self, X):
@@ -463,15 +464,6 @@ class Trainer:
             indices = batch.node_indices(tape, self._inputs + targets, "inputs")
             self._sample_losses[shape] = targets, loss, indices
         return self._sample_losses[shape]
-
-
-class _Silent:
-    """The progress of a call that shows none."""
-
-    shown = False
-
-
-_SILENT = _Silent()
 
 
 class _Progress:
