@@ -858,6 +858,7 @@ static int run_batch(pg_batch *b, pg_poll *poll)
        own values could fail where every row would succeed, and ones no row
        reads (a penalty, say) need not be evaluated at all. */
     int rc = pg__eval_to(t, b->fixed_end);
+    for (size_t f = 0; f < job->n_fixed && rc == PG_OK; f++) rc = pg__readable(t, job->fixed_node[f]);
     if (rc) return rc;
     const size_t R = job->block;
     for (int k = 0; k < b->threads; k++) {

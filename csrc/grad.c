@@ -268,7 +268,7 @@ static uint32_t partial(builder *g, uint32_t i, int operand)
 static void roll_back(pg_tape *t, uint32_t n, uint32_t n_fns)
 {
     t->n = n;
-    if (t->stale > n) t->stale = n;
+    pg__invalidate(t, n);
     for (uint32_t f = n_fns; f < t->n_fns; f++) pg__alloc(t, t->fns[f].name, 0);
     t->n_fns = n_fns;
     for (uint32_t f = 0; f < n_fns; f++)

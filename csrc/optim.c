@@ -63,7 +63,7 @@ static void step(pg_tape *t, pg_optimizer *o, double lr)
     for (size_t k = 0; k < o->n; k++) {
         uint32_t p = o->params[k];
         t->value[p] = update(o, k, t->value[p], t->grad[p], lr, n);
-        if (t->stale > p + 1) t->stale = p + 1;
+        pg__invalidate(t, p + 1);
     }
 }
 

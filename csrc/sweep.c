@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* The op table's `call(order, x)` runs the user function in the aux index. */
-#define call(order, x) pg__call(s, ib, (order), (x))
+#define call(order, x) pg__call_at(s, i, ib, (order), (x))
 
 int pg__sweep_failure(const pg_sweep *s)
 {
@@ -186,25 +186,6 @@ static uint8_t *depended_on(pg_tape *t, uint32_t seed, uint32_t top)
 
 /* ---- the public sweeps -------------------------------------------------------- */
 
-/* Scalar sweeps run in chunks of this many nodes, with a check for an
-   interrupt between chunks. */
-#define CHUNK (1u << 16)
-
-/* Brings nodes [0, end) up to date. */
-int pg__eval_to(pg_tape *t, uint32_t end)
-{
-    pg_sweep s = {t, PG_OK, 0, 0, 0};
-    pg_poll poll = {0, 0};
-    while (t->stale < end) {
-        uint32_t to = end - t->stale > CHUNK ? t->stale + CHUNK : end;
-        pg__forward(&s, t->value, t->stale, to);
-        if (s.status) return pg__sweep_failure(&s); /* stays stale: the next read retries */
-        t->stale = to;
-        if (to < end && pg__stop(t, &poll, CHUNK)) return pg__interrupted(t);
-    }
-    return PG_OK;
-}
-
 static int set(pg_tape *t, uint32_t leaf, double value)
 {
     PG_CHECK_NODE(t, leaf);
@@ -212,7 +193,7 @@ static int set(pg_tape *t, uint32_t leaf, double value)
         return pg__fail(t, PG_ENOTLEAF, "node %u is a %s, not a leaf: only leaves can be set",
                         (unsigned)leaf, pg_op_name(t->op[leaf]));
     t->value[leaf] = value;
-    if (t->stale > leaf + 1) t->stale = leaf + 1;
+    pg__invalidate(t, leaf + 1);
     return PG_OK;
 }
 
@@ -220,7 +201,7 @@ static int value(pg_tape *t, uint32_t i, double *out)
 {
     PG_CHECK_NODE(t, i);
     int rc = pg__eval_to(t, i + 1);
-    if (rc == PG_OK) *out = t->value[i];
+    if (rc == PG_OK && (rc = pg__readable(t, i)) == PG_OK) *out = t->value[i];
     return rc;
 }
 
@@ -229,31 +210,37 @@ static int derive(pg_tape *t, uint32_t y, uint32_t x, double *out)
     PG_CHECK_NODE(t, y);
     PG_CHECK_NODE(t, x);
     int rc = pg__eval_to(t, y + 1);
-    if (rc) return rc;
+    if (rc || (rc = pg__readable(t, y))) return rc;
     if (x > y) { /* y was built before x, so cannot depend on it */
         *out = 0.0;
         return PG_OK;
     }
     double *dot = pg__alloc(t, NULL, ((size_t)y - x + 1) * sizeof *dot);
     if (!dot) return pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
-    pg_sweep s = {t, PG_OK, 0, 0, 0};
+    /* Failed nodes hold NaN, and y does not depend on them (it holds its
+       value): leave them out, rather than call a derivative at NaN. */
+    uint8_t *needed = NULL;
+    if (pg__has_failures(t) && t->failed_hi > x && !(needed = depended_on(t, x, y))) {
+        pg__alloc(t, dot, 0);
+        return pg__fail(t, PG_ENOMEM, "out of memory for %u tangents", (unsigned)(y - x + 1));
+    }
+    pg_sweep s = {t, PG_OK, 0, 0, 0, 0};
     pg_poll poll = {0, 0};
     int stopped = 0;
     dot[0] = 1.0;
-    for (uint32_t from = x; from < y && !stopped && !s.status; from += CHUNK) {
-        uint32_t to = y - from > CHUNK ? from + CHUNK : y;
-        tangent(&s, t->value, dot, x, from, to, NULL);
-        stopped = to < y && pg__stop(t, &poll, CHUNK);
+    for (uint32_t from = x; from < y && !stopped && !s.status; from += PG_CHUNK) {
+        uint32_t to = y - from > PG_CHUNK ? from + PG_CHUNK : y;
+        tangent(&s, t->value, dot, x, from, to, needed);
+        stopped = to < y && pg__stop(t, &poll, PG_CHUNK);
     }
-    uint8_t *needed;
-    if (s.status && (needed = depended_on(t, x, y))) {
+    if (s.status && !needed && (needed = depended_on(t, x, y))) {
         /* The failure may be in a node y does not depend on (a derivative
            graph's call of a function with no next derivative, between x and
            y): y's derivative does not need it, so sweep again without it. */
-        s = (pg_sweep){t, PG_OK, 0, 0, 0};
+        s = (pg_sweep){t, PG_OK, 0, 0, 0, 0};
         tangent(&s, t->value, dot, x, x, y, needed);
-        pg__alloc(t, needed, 0);
     }
+    pg__alloc(t, needed, 0);
     double result = dot[y - x];
     pg__alloc(t, dot, 0);
     if (s.status) return pg__sweep_failure(&s);
@@ -266,17 +253,17 @@ int pg__backprop(pg_tape *t, uint32_t y)
 {
     PG_CHECK_NODE(t, y);
     int rc = pg__eval_to(t, y + 1);
-    if (rc) return rc;
+    if (rc || (rc = pg__readable(t, y))) return rc;
     memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
     t->grad[y] = 1.0;
-    pg_sweep s = {t, PG_OK, 0, 0, 0};
+    pg_sweep s = {t, PG_OK, 0, 0, 0, 0};
     pg_poll poll = {0, 0};
     int stopped = 0;
     for (uint32_t top = y + 1; top > 0 && !stopped && !s.status;) {
-        uint32_t bottom = top > CHUNK ? top - CHUNK : 0;
+        uint32_t bottom = top > PG_CHUNK ? top - PG_CHUNK : 0;
         pg__reverse(&s, t->value, t->grad, top - 1, bottom);
         top = bottom;
-        stopped = top > 0 && pg__stop(t, &poll, CHUNK);
+        stopped = top > 0 && pg__stop(t, &poll, PG_CHUNK);
     }
     if (stopped || s.status) {
         memset(t->grad, 0, (size_t)t->n * sizeof *t->grad); /* no half-made grads */
@@ -339,6 +326,8 @@ static int values(pg_tape *t, const uint32_t *idx, size_t n, double *out)
     int rc = check_nodes(t, idx, n, &max);
     if (rc) return rc;
     if (n && (rc = pg__eval_to(t, max + 1))) return rc;
+    for (size_t k = 0; k < n; k++)
+        if ((rc = pg__readable(t, idx[k]))) return rc;
     for (size_t k = 0; k < n; k++) out[k] = t->value[idx[k]];
     return PG_OK;
 }
@@ -372,7 +361,7 @@ static int set_values(pg_tape *t, const uint32_t *idx, size_t n, const double *i
                             (unsigned)idx[k], pg_op_name(t->op[idx[k]]));
     for (size_t k = 0; k < n; k++) {
         t->value[idx[k]] = in[k];
-        if (t->stale > idx[k] + 1) t->stale = idx[k] + 1;
+        pg__invalidate(t, idx[k] + 1);
     }
     return PG_OK;
 }

@@ -133,6 +133,7 @@ pg_tape *pg_tape_new_with_alloc(pg_alloc_fn alloc, void *ud)
     atomic_init(&t->interrupted, 0);
     t->alloc = alloc;
     t->alloc_ud = ud;
+    t->failed_lo = PG_NONE;
     return t;
 }
 
@@ -147,6 +148,8 @@ void pg_tape_free(pg_tape *t)
     pg__alloc(t, t->names, 0);
     pg__alloc(t, t->fns, 0);
     pg__alloc(t, t->index, 0);
+    pg__alloc(t, t->failed, 0);
+    pg__alloc(t, t->failures, 0);
     pg__alloc(t, t->op, 0);
     pg__alloc(t, t->a, 0);
     pg__alloc(t, t->b, 0);
@@ -168,6 +171,7 @@ static size_t memory(const pg_tape *t)
     size_t bytes = sizeof *t + (size_t)t->cap * (1 + 4 + 4 + 8 + 8);
     bytes += (size_t)t->cap_names * sizeof *t->names + (size_t)t->cap_fns * sizeof *t->fns;
     bytes += (size_t)t->index_cap * sizeof *t->index;
+    bytes += t->failed_cap + (size_t)t->cap_failures * sizeof *t->failures;
     for (uint32_t i = 0; i < t->n_names; i++) bytes += strlen(t->names[i].name) + 1;
     return bytes + pg__batch_bytes(t->last_batch);
 }
@@ -356,7 +360,7 @@ static int fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callbac
     slot->callback = callback;
     slot->ud = ud;
     /* A new f changes values computed with the old one. */
-    t->stale = 0;
+    pg__invalidate(t, 0);
     return PG_OK;
 }
 

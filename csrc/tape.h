@@ -44,6 +44,18 @@ struct pg_tape {
     /* Nodes from here on may be stale: a set() happened below them. */
     uint32_t stale;
 
+    /* Nodes below `stale` that hold no value because a user function failed
+       in them or in a node they depend on (stale.c).  Only their readers
+       fail; every other node reads normally.  failed[i] is a PG_FAILED_*
+       state, non-zero only for failed_lo <= i <= failed_hi; failed_lo is
+       PG_NONE while nothing failed.  Allocated at the first failure. */
+    uint8_t *failed;
+    uint32_t failed_cap, failed_lo, failed_hi;
+    /* The functions that failed in the last evaluation, lowest node first,
+       so that a read reports the failure that reached it. */
+    struct pg_failure *failures;
+    uint32_t n_failures, cap_failures;
+
     /* Held by the call using the tape (pg__enter), so that neither another
        thread nor a callback from the sweep can grow or edit it underfoot. */
     atomic_int busy;
@@ -83,8 +95,19 @@ typedef struct pg_sweep {
     int status;
     uint32_t fn;
     int order;
-    int code; /* what a failing callback returned */
+    int code;      /* what a failing callback returned */
+    uint32_t node; /* where it failed, when the loop says (pg__call_at) */
 } pg_sweep;
+
+/* A failed node's state: it failed itself (a root: its function failed on
+   good operands) or an operand of it had failed. */
+enum { PG_FAILED_NOT = 0, PG_FAILED_OPERAND = 1, PG_FAILED_ROOT = 2 };
+#define PG_NONE UINT32_MAX
+
+typedef struct pg_failure {
+    uint32_t node;
+    int status, code;
+} pg_failure;
 
 /* Calls order `order` of user function fn.  After a failure a sweep runs
    to its end without calling anything more (no per-node check in the hot
@@ -103,11 +126,45 @@ static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
     return NAN;
 }
 
+/* Scalar sweeps run in chunks of this many nodes, with a check for an
+   interrupt between chunks. */
+#define PG_CHUNK (1u << 16)
+
+/* pg__call from the loop over nodes, which knows the node: a sweep's first
+   failure records where it happened. */
+static inline double pg__call_at(pg_sweep *s, uint32_t node, uint32_t fn, int order, double x)
+{
+    int ok_before = s->status == PG_OK;
+    double v = pg__call(s, fn, order, x);
+    if (ok_before && s->status) s->node = node;
+    return v;
+}
+
 /* The loops of sweep.c, on any value and grad arrays (batch.c gives each
    thread its own). */
 void pg__forward(pg_sweep *s, double *val, uint32_t from, uint32_t to);
 void pg__reverse(pg_sweep *s, const double *val, double *grad, uint32_t top, uint32_t bottom);
+
+/* Staleness and failures (stale.c).  eval_to brings nodes [0, end) up to
+   date, carrying a user function's failure only to the nodes that depend on
+   it; readable says whether node i (below the watermark) holds its value,
+   retrying the failed functions it depends on, and reports the failure that
+   reaches it.  invalidate marks nodes from `from` on stale, after a leaf's
+   value changed there. */
 int pg__eval_to(pg_tape *t, uint32_t end);
+int pg__readable(pg_tape *t, uint32_t i);
+void pg__forget_failures(pg_tape *t, uint32_t from);
+static inline int pg__has_failures(const pg_tape *t) { return t->failed_lo != PG_NONE; }
+static inline void pg__invalidate(pg_tape *t, uint32_t from)
+{
+    if (t->stale <= from) return;
+    t->stale = from;
+    if (pg__has_failures(t) && t->failed_hi >= from) pg__forget_failures(t, from);
+}
+static inline int pg__is_failed(const pg_tape *t, uint32_t i)
+{
+    return i >= t->failed_lo && i <= t->failed_hi && t->failed[i];
+}
 int pg__backprop(pg_tape *t, uint32_t y); /* pg_backprop, for a caller holding the tape */
 int pg__sweep_failure(const pg_sweep *s);
 

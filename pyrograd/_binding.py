@@ -45,27 +45,31 @@ def raise_status(tape, code):
     raise _ERRORS.get(code, PyrogradError)(message)
 
 
-class ParkedErrors:
-    """Exceptions raised by a tape's Python functions during a sweep.
+class ParkedErrors(dict):
+    """Exceptions raised by a tape's Python functions during a call, by code.
 
     The callback parks its exception under a fresh code and returns the code
-    to C; the sweep reports the code of the failure that counts (the first
-    thread's, in a batch), so the exception raised does not depend on timing.
+    to C; the call reports the code of the failure that counts (the lowest
+    failed node the value read depends on; in a batch, the first thread's),
+    so the exception raised does not depend on timing.  A call may park
+    exceptions it does not report (a function that failed in a node the
+    value read does not depend on): the tape forgets them when the call ends
+    (Tape._check), so that no traceback outlives its call.
     """
 
     def __init__(self):
-        self._errors = {}
+        super().__init__()
         self._codes = itertools.count(1)  # next() is atomic: callbacks may run on several threads
 
     def park(self, error):
         code = next(self._codes) % 0x3FFFFFFF + 1
-        self._errors[code] = error
+        self[code] = error
         return code
 
     def take(self, code):
         """The exception parked under code (or None); forgets all the others."""
-        error = self._errors.get(code)
-        self._errors.clear()
+        error = self.get(code)
+        self.clear()
         return error
 
 

@@ -12,7 +12,7 @@ step), e.g. `lambda k: 1.0 - 0.9 * k / 100`.
 import numpy as np
 
 from . import batch
-from ._binding import ffi, lib, raise_status
+from ._binding import ffi, lib
 from .errors import TapeMismatchError
 from .tape import Term
 
@@ -112,8 +112,7 @@ class Optimizer:
         tape = self.tape
         status = _pg_optimizer_run(tape._ptr, c, loss, penalty, in_idx, n_in, ffi.from_buffer("double[]", data),
                                    len(data), mean, threads, epochs, lrs, losses)
-        if status:
-            raise_status(tape, status)
+        tape._check(status)
         return ffi.unpack(losses, epochs)
 
     def __repr__(self):

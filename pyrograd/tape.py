@@ -110,8 +110,13 @@ class Tape:
         return term
 
     def _check(self, code):
+        """Raises the failure of a call's status code; after a call that
+        succeeded, forgets the exceptions of functions that failed in nodes it
+        did not need."""
         if code:
             raise_status(self, code)
+        if self._pending:
+            self._pending.clear()
 
     def __len__(self):
         n = lib.pg_size(self._ptr)
