@@ -405,7 +405,7 @@ class Trainer:
         penalty = -1 if self._penalty is None else self._penalty.index
         threads = batch.resolve_threads(None, len(rows), sample_loss.index + 1)
         loss, _ = batch.run_grad_batch(self.model.tape, sample_loss.index, penalty, *input_indices, rows,
-                                       optimizer._indices, len(optimizer.params), 1, threads)
+                                       optimizer._indices, optimizer._c.n, 1, threads)
         optimizer.step()
         return loss
 

@@ -26,10 +26,12 @@ class Optimizer:
     _kind = None
 
     def __init__(self, params, lr, **hyper):
-        self.params = list(params)
-        if not self.params:
+        # A tuple, behind a read-only property: C reads the parameters through
+        # an index array made here, which a list changed later would outgrow.
+        self._params = tuple(params)
+        if not self._params:
             raise ValueError("an optimizer needs at least one parameter")
-        for p in self.params:
+        for p in self._params:
             if type(p) is not Term:
                 raise TypeError(f"parameters must be Terms, not {type(p).__name__}")
             if not p.is_leaf:
@@ -49,6 +51,12 @@ class Optimizer:
         c.state2 = ffi.from_buffer("double[]", self._state[1])
         for name, value in hyper.items():
             setattr(c, name, value)
+
+    @property
+    def params(self):
+        """The parameters, a tuple: an optimizer's parameters are fixed when it
+        is made (make another optimizer to train others)."""
+        return self._params
 
     @property
     def steps(self):
@@ -81,7 +89,7 @@ class Optimizer:
 
     def zero_grad(self):
         """Sets the parameters' grads to 0.0."""
-        self.tape._check(lib.pg_zero_grads(self.tape._ptr, self._indices, len(self.params)))
+        self.tape._check(lib.pg_zero_grads(self.tape._ptr, self._indices, self._c.n))
 
     def run(self, loss, inputs, data, epochs, reduction="sum", threads=None, penalty=None):
         """`epochs` full-batch steps (grad_batch, then step) in one C call;

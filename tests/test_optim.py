@@ -593,3 +593,21 @@ def test_run_failing_mid_way_stops_where_the_python_loop_stops(threads):
     assert opt2.steps > 0
     assert opt.steps == opt2.steps
     assert w.value == w2.value
+
+
+def test_parameters_cannot_drift_from_what_c_reads():
+    # C reads the parameters through the index array made with the optimizer:
+    # a params list that grew afterwards made zero_grad and the Trainer's
+    # mini-batch step read past it (ASan: heap-buffer-overflow) and zero
+    # another node's grad.
+    tape = pg.Tape()
+    a, b = tape.term("a", 1.0), tape.term("b", 2.0)
+    opt = pg.optim.SGD([a], lr=0.1)
+    assert opt.params == (a,)
+    with pytest.raises(AttributeError):
+        opt.params.append(b)
+    with pytest.raises(AttributeError):
+        opt.params = [a, b]
+    tape.set_grads([a, b], np.array([5.0, 7.0]))
+    opt.zero_grad()
+    assert tape.grads([a, b]).tolist() == [0.0, 7.0]
