@@ -92,6 +92,56 @@ def test_render_reports_a_failing_dot_and_leaves_the_dot_text(monkeypatch, abc, 
     assert not (tmp_path / "graph.png").exists()
 
 
+def test_render_says_why_dot_died(monkeypatch, abc, tmp_path):
+    # graphviz's dot segfaulted on a 300,000-node graph, and the error said
+    # only "dot failed: ".
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dot").write_text("#!/bin/sh\nkill -SEGV $$\n")
+    (fake / "dot").chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+    *_, y = abc
+    with pytest.raises(RuntimeError, match="killed by SIGSEGV.*draw fewer nodes"):
+        pg.render(y, tmp_path / "graph.png")
+
+
+def _chain(n):
+    tape = pg.Tape()
+    y = x = tape.term("x", 0.5)
+    for _ in range(n - 1):
+        y = pg.sin(y)
+    return tape, x, y
+
+
+def test_pictures_too_big_to_finish_are_refused_before_any_work(monkeypatch, tmp_path):
+    # A 41-node animate took 232 s and 7.9 GB; dot crashed on 300,000 nodes.
+    from pyrograd import pictures
+
+    def never(*args):
+        raise AssertionError("dot must not run")
+
+    monkeypatch.setattr(pictures, "_run_dot", never)
+    tape, x, y = _chain(41)
+    with pytest.raises(ValueError, match=r"animate would draw 41 nodes, more than max_nodes=20.*max_nodes=None"):
+        pg.animate(y, tmp_path / "a.gif")
+    tape, x, y = _chain(2001)
+    with pytest.raises(ValueError, match=r"render would draw 2001 nodes, more than max_nodes=2000"):
+        pg.render(y, tmp_path / "g.svg")
+    with pytest.raises(ValueError, match=r"render would draw 2001 nodes"):
+        pg.render(tape, tmp_path / "g.svg")
+    with pytest.raises(ValueError, match=r"render would draw 2001 nodes, more than max_nodes=10"):
+        pg.render(y, tmp_path / "g.svg", max_nodes=10)
+    with pytest.raises(ValueError, match="max_nodes must be"):
+        pg.render(y, tmp_path / "g.svg", max_nodes=0)
+    assert not list(tmp_path.iterdir())
+
+
+def test_max_nodes_none_draws_any_size(dot_program, tmp_path):
+    tape, x, y = _chain(2001)
+    pg.render(y, tmp_path / "g.svg", max_nodes=None)
+    assert (tmp_path / "g.svg").read_text().count("<g id=\"node") == 2001
+
+
 def test_animate_without_dot(no_dot, abc, tmp_path):
     pytest.importorskip("PIL")
     *_, y = abc
