@@ -134,21 +134,23 @@ class _Path:
         return ffi.unpack(self._in_buf, n)
 
     def rows(self, data, with_gradients):
-        """(mask, columns) for rows of data: the rows this path takes, and
-        for each row the output (and its gradients) in columns."""
+        """(taken, columns) for rows of data: a mask of the rows this path
+        takes (None: all of them), and for each row the output (and its
+        gradients) in columns."""
         outputs = list(self.probe)
         if with_gradients:
             if self.gradients is None:  # built once, as a graph, then batched
                 self.gradients = graph_grad(self.output, self.inputs)
             outputs += self.gradients
         columns = self.tape.eval_batch(outputs, self.inputs, data)
+        if not self.guards:
+            return None, columns
         taken = np.ones(len(data), dtype=bool)
         for comparison, (kind_a, a), (kind_b, b), outcome in self.guards:
             a = columns[:, a] if kind_a == "probe" else a.value if kind_a == "other tape" else a
             b = columns[:, b] if kind_b == "probe" else b.value if kind_b == "other tape" else b
             taken &= comparison(a, b) == outcome
-        picked = [0] + list(range(len(self.probe), len(outputs)))
-        return taken, columns[:, picked]
+        return taken, columns[:, [0] + list(range(len(self.probe), len(outputs)))]
 
 
 class Function:
@@ -252,28 +254,39 @@ class Function:
         if not self._paths:
             self._trace(data[0].tolist() if len(data) else [0.0] * len(self._names))
         result = np.empty((len(data), 1 + with_gradients * len(self._names)))
-        pending = np.arange(len(data))
+        pending = np.arange(len(data)) if len(self._paths) > 1 or self._paths[0].guards else None
         k = 0
-        while len(pending):
+        while pending is None or len(pending):
+            rows = data if pending is None else data[pending]
             fresh = k == len(self._paths)
-            if fresh and self._trace(data[pending[0]].tolist()) != k:
+            if fresh and self._trace(rows[0].tolist()) != k:
                 raise self._nondeterministic()  # a known path refused the row
             try:
-                taken, columns = self._paths[k].rows(data[pending], with_gradients)
+                taken, columns = self._paths[k].rows(rows, with_gradients)
             except PyrogradError:
                 raise
             except Exception:  # noqa: BLE001 - a user function failed on some row: find each row's path
-                for row in pending:
-                    path, got = self._scalar(data[row].tolist())
-                    result[row, 0] = got[0]
-                    if with_gradients:
-                        result[row, 1:] = path.gradient()
-                return result
+                return self._row_by_row(data, with_gradients)
+            if pending is None:  # one path, no guards: every row is its
+                return columns
+            if taken is None:
+                result[pending] = columns
+                break
             if fresh and not taken[0]:
                 raise self._nondeterministic()  # the path just traced refuses its own row
             result[pending[taken]] = columns[taken]
             pending = pending[~taken]
             k += 1
+        return result
+
+    def _row_by_row(self, data, with_gradients):
+        """_rows one row at a time, each by a scalar call."""
+        result = np.empty((len(data), 1 + with_gradients * len(self._names)))
+        for row, values in enumerate(data.tolist()):
+            path, got = self._scalar(values)
+            result[row, 0] = got[0]
+            if with_gradients:
+                result[row, 1:] = path.gradient()
         return result
 
     def _nondeterministic(self):

@@ -168,6 +168,9 @@ def test_an_if_on_a_comparison_follows_each_calls_values():
     assert traced_abs.grad(5.0) == (1.0,)
     np.testing.assert_array_equal(traced_abs(np.array([-1.0, 1.0, -2.5, 0.0])), [1.0, 1.0, 2.5, 0.0])
     np.testing.assert_array_equal(traced_abs.grad(np.array([-1.0, 1.0]), argnums=0), [-1.0, 1.0])
+    grid = np.linspace(-2, 2, 12).reshape(3, 4)
+    np.testing.assert_array_equal(traced_abs(grid), np.abs(grid))
+    assert traced_abs(np.zeros((0, 2))).shape == (0, 2)
 
     @pg.function
     def negative_first(x):
