@@ -202,10 +202,11 @@ class Function:
             return [float(a) for a in args], None
         arrays = []
         for name, a in zip(self._names, args):
-            array = a if isinstance(a, np.ndarray) else np.asarray(a) if not _is_number(a) else None
-            if array is not None and array.dtype.kind not in _REAL_KINDS:
+            array = np.asarray(a)
+            if array.dtype.kind not in _REAL_KINDS and not (  # object arrays of Fractions pass
+                    array.dtype == object and all(_is_number(v) for v in array.flat)):
                 raise TypeError(self._refusal(name, a, array))
-            arrays.append(np.asarray(a, dtype=np.float64))
+            arrays.append(array.astype(np.float64, copy=False))
         arrays = np.broadcast_arrays(*arrays)
         shape = arrays[0].shape if arrays else ()
         data = np.ascontiguousarray(np.stack([a.ravel() for a in arrays], axis=1)) if arrays else np.empty((1, 0))

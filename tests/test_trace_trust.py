@@ -3,6 +3,7 @@ Python control flow on values, math-module functions, and bad arguments."""
 
 import math
 import threading
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -266,6 +267,35 @@ def test_eq_with_a_number_is_an_error_that_explains():
         f(0.0)
 
 
+def test_a_comparison_with_a_term_of_another_tape_is_checked_at_each_call():
+    model = pg.Tape()
+    threshold = model.term("threshold", 1.0)
+
+    @pg.function
+    def f(x):
+        return x * 10 if x > threshold else x
+
+    assert f(2.0) == 20.0 and f(0.5) == 0.5
+    threshold.set(3.0)  # read again by every call
+    assert f(2.0) == 2.0
+    np.testing.assert_array_equal(f(np.array([2.0, 4.0])), [2.0, 40.0])
+
+
+def test_an_error_while_tracing_leaves_nothing_behind():
+    @pg.function
+    def f(x):
+        if x > 0:
+            raise RuntimeError("boom")
+        return x
+
+    with pytest.raises(RuntimeError, match="boom"):
+        f(1.0)
+    assert "not traced" in repr(f) and not pg.tape._tracing
+    assert f(-1.0) == -1.0
+    tape = pg.Tape()
+    assert float(tape.term("x", 2.0)) == 2.0
+
+
 def test_terms_still_work_in_sets_and_dicts():
     tape = pg.Tape()
     a, b = tape.term("a", 1.0), tape.term("b", 1.0)
@@ -324,6 +354,8 @@ def test_terms_as_arguments_are_refused():
 def test_integer_and_boolean_arguments_are_real_numbers():
     f = make_f()
     assert f(np.int64(2), True) == expected(2.0, 1.0)
+    assert f(Fraction(1, 2), np.float32(2)) == expected(0.5, 2.0)
+    np.testing.assert_array_equal(f([Fraction(1, 2), 1], 2.0), [expected(0.5, 2.0), expected(1.0, 2.0)])
     np.testing.assert_allclose(f(np.arange(3), np.array([1, 0, 1])), [0.0, 1.0, math.sin(2) + 4], rtol=1e-15)
     np.testing.assert_allclose(f(np.arange(3, dtype=np.float32), 1.0), [expected(k, 1.0) for k in range(3)],
                                rtol=1e-15)
