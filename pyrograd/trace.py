@@ -46,7 +46,9 @@ def function(fn):
     Tracing runs fn with Terms for its arguments, holding the call's values.
     Inside it a Term is not a number: float(x), and so math.sin(x) or
     math.exp(x), is a TypeError (use pg.sin, pg.exp ..., which build nodes),
-    and so is x == 2.0 (== on Terms compares nodes).
+    and so is x == 2.0 (== on Terms compares nodes).  x.value still reads
+    the tracing call's value, as a constant that later calls do not change:
+    keep it for printing.
 
     Python control flow on values is allowed: a comparison of Terms (x < y,
     x > 0, ...) or a truth test (`if x:`, true when x is not zero) gives a
