@@ -6,6 +6,7 @@ reading `.value`, `derive` or `backprop` first re-evaluates whatever a `set`
 made stale, so a value read is never out of date.
 """
 import numbers
+import operator
 
 from ._binding import OPS, PROGRESS_MS, ParkedErrors, ffi, lib, raise_status
 from .errors import TapeMismatchError
@@ -39,6 +40,30 @@ def _value_of(x):
     if _is_number(x):
         return x
     raise TypeError(f"a Term compares with a Term or a real number, not {type(x).__name__}")
+
+
+# The tapes pyrograd.function is tracing, each with the list its guards go
+# into: (comparison, left, right, outcome), left and right a Term or a number.
+_tracing = {}
+
+_FROZEN = (
+    "a Term cannot become a float inside a traced function (pg.function): float(x), "
+    "math.sin(x), math.exp(x) and the like would freeze the first call's value and lose "
+    "the gradient.  Use pg.sin, pg.exp, pg.log, pg.sqrt, pg.cos, pg.tan, pg.tanh, pg.abs, "
+    "pg.maximum ..., which build nodes of the graph"
+)
+
+
+def _compare(term, other, comparison):
+    """comparison(term's value, other's value); a guard while tracing."""
+    outcome = comparison(term.value, _value_of(other))
+    if _tracing:
+        guards = _tracing.get(term.tape)
+        if guards is None and type(other) is Term:
+            guards = _tracing.get(other.tape)
+        if guards is not None:
+            guards.append((comparison, term, other, outcome))
+    return outcome
 
 
 class Tape:
@@ -408,6 +433,11 @@ class Term:
         return self.value
 
     def __float__(self):
+        """The current value: float(term), and so math.sin(term), gives a
+        plain number cut off from the graph.  Inside a traced function that
+        would freeze the first call's value, so there it is a TypeError."""
+        if _tracing and self.tape in _tracing:
+            raise TypeError(_FROZEN)
         return self.value
 
     def set(self, value):
@@ -462,23 +492,37 @@ class Term:
 
         return to_dot(self.tape, self, **options)
 
-    # Comparisons compare current values and are not recorded in the graph:
-    # they let Python control flow run while tracing (see pyrograd.function).
-    # == is identity of nodes, so terms can live in sets and dicts.
+    # Comparisons compare current values and are not recorded in the graph,
+    # so Python control flow can run on them.  While pyrograd.function traces
+    # a tape, each one (and each bool) is kept as a guard that later calls
+    # check against their own values (see pyrograd.trace).
     def __lt__(self, other):
-        return self.value < _value_of(other)
+        return _compare(self, other, operator.lt)
 
     def __le__(self, other):
-        return self.value <= _value_of(other)
+        return _compare(self, other, operator.le)
 
     def __gt__(self, other):
-        return self.value > _value_of(other)
+        return _compare(self, other, operator.gt)
 
     def __ge__(self, other):
-        return self.value >= _value_of(other)
+        return _compare(self, other, operator.ge)
+
+    def __bool__(self):
+        """Whether the value is not zero, as for a float."""
+        return _compare(self, 0.0, operator.ne)
 
     def __eq__(self, other):
-        return type(other) is Term and other.tape is self.tape and other.index == self.index
+        """Node identity, so that Terms live in sets and dicts; with a number
+        it is a TypeError (it would not compare values)."""
+        if type(other) is Term:
+            return other.tape is self.tape and other.index == self.index
+        if _is_number(other):
+            raise TypeError(
+                "== and != between a Term and a number are refused: on Terms they compare nodes "
+                "(so Terms work in sets and dicts), not values.  Compare values with term.value == x, "
+                "or, in a traced function, with <, <=, >, >= or bool(term) (nonzero)")
+        return NotImplemented
 
     def __hash__(self):
         return hash((id(self.tape), self.index))

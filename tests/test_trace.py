@@ -240,30 +240,24 @@ def test_unused_argument_identity_and_constant_functions():
         not_a_term(1.0)
 
 
-# ---- control flow is traced with the first call's values ----------------------------------
+# ---- control flow follows each call's values --------------------------------------------
 
 
-def test_value_dependent_control_flow_follows_the_first_call():
+def test_value_dependent_control_flow_follows_each_call():
     """Comparisons of Terms give plain bools from the current values, so an
-    `if` picks a branch while tracing and the tape holds only that branch:
-    later calls follow it whatever their values.  pg.abs (or pg.maximum,
-    pg.relu) keeps the choice in the graph instead."""
+    `if` picks a branch while tracing; the trace keeps the comparison as a
+    guard, and a call whose values take the other branch traces that branch
+    too.  pg.abs (or pg.maximum, pg.relu) keeps the choice in one graph."""
 
     @pg.function
     def traced_abs(x):
         return x if x > 0 else -x
 
     assert traced_abs(2.0) == 2.0
-    assert traced_abs(-3.0) == -3.0  # the positive branch was traced: not 3.0
-    assert traced_abs.grad(-3.0) == (1.0,)
-    np.testing.assert_array_equal(traced_abs(np.array([-1.0, 1.0])), [-1.0, 1.0])
-
-    @pg.function
-    def traced_abs_negative_first(x):
-        return x if x > 0 else -x
-
-    assert traced_abs_negative_first(-3.0) == 3.0
-    assert traced_abs_negative_first(2.0) == -2.0  # the negative branch was traced
+    assert traced_abs(-3.0) == 3.0  # its own branch, not the traced positive one
+    assert traced_abs.grad(-3.0) == (-1.0,)
+    np.testing.assert_array_equal(traced_abs(np.array([-1.0, 1.0])), [1.0, 1.0])
+    assert "2 paths" in repr(traced_abs)
 
     @pg.function
     def graph_abs(x):
@@ -271,15 +265,16 @@ def test_value_dependent_control_flow_follows_the_first_call():
 
     assert graph_abs(2.0) == 2.0 and graph_abs(-3.0) == 3.0
     assert graph_abs.grad(-3.0) == (-1.0,)
+    assert "paths" not in repr(graph_abs)  # one graph for every value
 
-    # a loop whose trip count depends on the value is unrolled once
+    # a loop whose trip count depends on the value: one trace per trip count
     @pg.function
     def halve_until_small(x):
         while x > 1:
             x = x / 2
         return x
 
-    assert halve_until_small(5.0) == 0.625  # traced: three halvings
-    assert halve_until_small(100.0) == 12.5  # still three
+    assert halve_until_small(5.0) == 0.625  # three halvings
+    assert halve_until_small(100.0) == 0.78125  # seven
     doc = " ".join(pg.function.__doc__.split())
-    assert "control flow" in doc and "first" in doc  # the docstring says so
+    assert "control flow" in doc and "guard" in doc  # the docstring says so
