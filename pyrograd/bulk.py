@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 
 from . import batch
-from ._binding import OPS, PythonFunction, ffi, lib, raise_status
+from ._binding import OPS, PythonFunction, ffi, lib
 from .tape import Tape
 
 _LEAF, _CONST = OPS["leaf"], OPS["const"]
@@ -186,26 +186,26 @@ def _check_picklable(wrapper):
         ) from error
 
 
-def _restore_functions(tape, functions, callables):
-    """Rebuilds the function table; returns the new wrappers of callables."""
+def _restore_functions(tape, functions, callables, registrations):
+    """Rebuilds the function table, and apply's registrations so that
+    applying the same functions again reuses them."""
     wrappers = [PythonFunction(func, role, tape._pending) for func, role in callables]
-    for name, slots, _, _, _ in functions:
-        fn = lib.pg_fn_new(tape._ptr, name.encode())
-        if fn < 0:
-            raise_status(tape, -fn)
+    tape._alive[id(wrappers)] = wrappers  # what every callback slot points into
+    defs = ffi.new("pg_fndef[]", len(functions))
+    names = [ffi.new("char[]", name.encode()) for name, _, _, _, _ in functions]  # alive until C copies them
+    for fn, (_, slots, deriv, base, level) in enumerate(functions):
+        entry = defs[fn]
+        entry.fn, entry.name, entry.deriv, entry.base, entry.level = -1, names[fn], deriv, base, level
         for order, slot in enumerate(slots):
-            if slot is None:
-                continue
             if isinstance(slot, int):
-                tape._check(lib.pg_fn_set(tape._ptr, fn, order, ffi.NULL, lib.pg_py_callback,
-                                          wrappers[slot].handle))
-            else:
-                tape._check(lib.pg_fn_set(tape._ptr, fn, order, slot, ffi.NULL, ffi.NULL))
-    for fn, (_, _, deriv, base, level) in enumerate(functions):
-        if deriv >= 0:
-            tape._check(lib.pg_fn_link(tape._ptr, fn, deriv))
-        tape._check(lib.pg_fn_set_origin(tape._ptr, fn, base, level))
-    return wrappers
+                entry.order[order].callback = lib.pg_py_callback
+                entry.order[order].ud = wrappers[slot].handle
+            elif slot is not None:
+                entry.order[order].native = slot
+    ids = ffi.new("int[]", len(functions))
+    tape._check(lib.pg_fn_define(tape._ptr, defs, len(functions), ids))
+    for name, f, df, d2f, fn in registrations:
+        tape._functions[(name, id(f), id(df), id(d2f))] = (fn, (name, f, df, d2f))
 
 
 # ---- pickle and deepcopy --------------------------------------------------------------
@@ -218,7 +218,7 @@ def state(tape, for_pickle):
     op = arrays["op"]
     stored = (op == _LEAF) | (op == _CONST)
     # apply's registrations: so that applying the same f again reuses its function
-    registrations = [(key[0], *objects, fn) for key, (fn, objects, _) in tape._functions.items()]
+    registrations = [(*spec, fn) for fn, spec in tape._functions.values()]
     return {
         "format": _FORMAT,
         "op": op.tobytes(),
@@ -237,7 +237,7 @@ def restore(state):
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise ValueError("not the state of a pyrograd tape of this version")
     tape = Tape()
-    wrappers = _restore_functions(tape, state["functions"], state["callables"])
+    _restore_functions(tape, state["functions"], state["callables"], state["registrations"])
     op = np.frombuffer(state["op"], np.uint8)
     stored = (op == _LEAF) | (op == _CONST)
     value = np.zeros(len(op))
@@ -249,8 +249,4 @@ def restore(state):
     b = np.frombuffer(state["b"], "<u4").astype(np.uint32, copy=False)
     tape.reserve(len(op))
     extend(tape, op, a, b, value, state["names"])
-    for name, f, df, d2f, fn in state["registrations"]:
-        slots = state["functions"][fn][1]
-        keep = [wrappers[slot] for slot in slots if isinstance(slot, int)]
-        tape._functions[(name, id(f), id(df), id(d2f))] = (fn, (f, df, d2f), keep)
     return tape

@@ -540,3 +540,47 @@ def test_tape_with_callbacks_is_collected():
     del tape, x, y
     gc.collect()
     assert ref() is None
+
+
+# ---- registration ------------------------------------------------------------------------
+
+def _fn_count(tape):
+    return pg._binding.lib.pg_fn_count(tape._ptr)
+
+
+def test_registering_from_inside_a_sweep_of_the_tape_leaves_nothing():
+    """A user function that registers another on the tape whose sweep runs
+    it gets TapeBusyError, and the tape keeps no trace of the attempt: no C
+    function, no record, nothing kept alive for it."""
+    tape = pg.Tape()
+    x = tape.term("x", 1.0)
+    attempts = []
+
+    def f(v):
+        try:
+            x.apply("inner", lambda u: u + 1, lambda u: 1.0, lambda u: 0.0)
+        except pg.TapeBusyError as error:
+            attempts.append(error)
+        return v
+
+    y = x.apply("outer", f, lambda v: 1.0)
+    count, records, alive = _fn_count(tape), dict(tape._functions), dict(tape._alive)
+    assert y.value == 1.0
+    x.set(2.0)
+    assert y.derive(x) == 1.0 and y.value == 2.0
+    assert len(attempts) == 2
+    assert (_fn_count(tape), tape._functions, tape._alive) == (count, records, alive)
+    assert x.apply("inner", math.sin, math.cos).value == math.sin(2.0)  # and outside a sweep it works
+
+
+def test_a_unary_d2f_is_registered_once():
+    """apply(x, name, f, df, op) with op a pyrograd.unary keyed its function by
+    a chain op made anew on each call, so each call registered it again."""
+    op = pg.unary("nsin", lambda v: -math.sin(v), lambda v: -math.cos(v))
+    tape = pg.Tape()
+    x = tape.term("x", 0.2)
+    first = x.apply("s", math.sin, math.cos, op)
+    count = _fn_count(tape)
+    second = x.apply("s", math.sin, math.cos, op)
+    assert _fn_count(tape) == count
+    assert first.index != second.index and first.value == second.value

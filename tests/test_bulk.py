@@ -216,6 +216,7 @@ class FailingAllocator:
         tape._ptr = ffi.gc(lib.pg_tape_new_with_alloc(self.callback, ffi.NULL), lib.pg_tape_free)
         tape._pending = ParkedErrors()
         tape._functions = {}
+        tape._alive = {}
         return tape
 
 
