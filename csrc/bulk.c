@@ -226,18 +226,3 @@ int pg_fn_get(pg_tape *t, int fn, int order, pg_native_fn *native, pg_callback_f
 {
     PG_HOLDING(t, PG_EBUSY, fn_get(t, fn, order, native, callback, ud));
 }
-
-static int fn_set_origin(pg_tape *t, int fn, int base, int level)
-{
-    int rc = check_fn(t, fn);
-    if (rc || (rc = check_fn(t, base))) return rc;
-    if (level < 0) return pg__fail(t, PG_EINVAL, "a derivative's level is at least 0, not %d", level);
-    t->fns[fn].base = t->fns[base].name;
-    t->fns[fn].level = level;
-    return PG_OK;
-}
-
-int pg_fn_set_origin(pg_tape *t, int fn, int base, int level)
-{
-    PG_HOLDING(t, PG_EBUSY, fn_set_origin(t, fn, base, level));
-}

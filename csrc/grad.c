@@ -12,6 +12,7 @@
  */
 #include "tape.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -196,7 +197,7 @@ static uint32_t build(builder *g, int op, uint32_t a, uint32_t b)
 /* ---- the graph partials of the op table ---------------------------------------- */
 
 /* The derivative of user function fn as a function of its own: a linked
-   one (pg_fn_link), or else one made from fn's next orders. */
+   one (pg_fndef.deriv), or else one made from fn's next orders. */
 static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
 {
     pg_tape *t = g->t;
@@ -205,20 +206,25 @@ static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
         *out = (uint32_t)f->deriv;
         return PG_OK;
     }
+    /* Levels come from the user (pg_fn_define) and may be as big as an int. */
+    long long order = (long long)f->level + 1;
     if (!f->order[1].native && !f->order[1].callback)
         return pg__fail(t, PG_ENODERIV,
-                        "function '%s' has no derivative of order %d: give the derivative "
+                        "function '%s' has no derivative of order %lld: give the derivative "
                         "function (d2f for a second derivative, or a pg.unary op that "
-                        "knows its own)", f->base, f->level + 1);
+                        "knows its own)", f->base, order);
+    if (order > INT_MAX)
+        return pg__fail(t, PG_ENODERIV, "function '%s': a derivative of order %lld is past the last "
+                        "one counted (%d)", f->base, order, INT_MAX);
     size_t len = strlen(f->name);
     char name[256];
     snprintf(name, sizeof name, "%.*s'", (int)(len < 200 ? len : 200), f->name);
     int d = pg__fn_new(t, name);
     if (d < 0) return -d;
-    f = &t->fns[fn]; /* pg_fn_new may have moved the table */
+    f = &t->fns[fn]; /* pg__fn_new may have moved the table */
     pg_userfn *df = &t->fns[d];
     for (int k = 0; k + 1 < PG_FN_ORDERS; k++) df->order[k] = f->order[k + 1];
-    df->level = f->level + 1;
+    df->level = (int)order;
     df->base = f->base;
     f->deriv = d;
     *out = (uint32_t)d;

@@ -124,14 +124,34 @@ int64_t pg_pow(pg_tape *t, uint32_t a, uint32_t b);
 int64_t pg_binary_const(pg_tape *t, int op, uint32_t a, double k, int k_first);
 int64_t pg_call(pg_tape *t, int fn, uint32_t a);
 
-/* User unary functions: pg_fn_new returns an id (>= 0) or a negated status.
-   Order 0 is f, 1 is df, 2 is d2f; give either a native pointer or a callback. */
-int pg_fn_new(pg_tape *t, const char *name);
-int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native,
-              pg_callback_fn callback, void *ud);
-/* Says that function dfn is fn's derivative, so derivative graphs of fn
-   call dfn (and dfn's own derivative, to any order). */
-int pg_fn_link(pg_tape *t, int fn, int dfn);
+/* User unary functions.  One order of a function: a native pointer, or a
+   callback and its ud; all NULL when the function lacks that order. */
+typedef struct pg_fnslot {
+    pg_native_fn native;
+    pg_callback_fn callback;
+    void *ud;
+} pg_fnslot;
+
+/* A function for pg_fn_define.  deriv and base name entries of the same
+   call by their index, so that a chain of derivatives, even one that
+   cycles (exp is its own derivative), is defined at once.  An entry with
+   fn >= 0 stands for that existing function, for the others to name; its
+   other fields are ignored. */
+typedef struct pg_fndef {
+    int fn;           /* -1: a new function, the fields below; or an existing one */
+    const char *name;
+    pg_fnslot order[PG_FN_ORDERS]; /* f, df, d2f */
+    int deriv;        /* the entry that is this one's derivative, or -1: graphs of
+                         this one's derivative call it (and its derivative, ...) */
+    int base;         /* the entry of the user's function that this one is the
+                         level-th derivative of, or -1: itself */
+    int level;        /* >= 0 */
+} pg_fndef;
+
+/* Defines the new functions of n entries under one hold of the tape, all
+   of them or (on any failure) none, so a failure leaves nothing behind.
+   On success ids[k] is entry k's function id, for pg_call. */
+int pg_fn_define(pg_tape *t, const pg_fndef *defs, int n, int *ids);
 int pg_fn_count(pg_tape *t);      /* or -PG_EBUSY */
 int pg_fn_name(pg_tape *t, int fn, const char **name);
 
@@ -227,13 +247,12 @@ int pg_export_values(pg_tape *t, uint32_t from, uint32_t n, double *value);
 /* The k-th name in node order, and its node. */
 int64_t pg_name_count(pg_tape *t); /* or -PG_EBUSY */
 int pg_name_at(pg_tape *t, uint32_t k, uint32_t *node, const char **name);
-/* The function table beyond pg_fn_name: fn's derivative (pg_fn_link, or
-   -1); base, the user's function that fn is the level-th derivative of
+/* The function table beyond pg_fn_name: fn's derivative (pg_fndef.deriv,
+   or -1); base, the user's function that fn is the level-th derivative of
    (fn itself and 0 for a function the user gave); each order's pointers. */
 int pg_fn_info(pg_tape *t, int fn, int *deriv, int *base, int *level);
 int pg_fn_get(pg_tape *t, int fn, int order, pg_native_fn *native,
               pg_callback_fn *callback, void **ud);
-int pg_fn_set_origin(pg_tape *t, int fn, int base, int level);
 
 /* --- cdef end --- */
 

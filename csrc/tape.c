@@ -327,16 +327,24 @@ int64_t pg_call(pg_tape *t, int fn, uint32_t a) { PG_HOLDING(t, -PG_EBUSY, call(
 
 /* ---- user functions --------------------------------------------------------- */
 
+/* Room in the table for `more` functions; ids are ints. */
+static int fn_room(pg_tape *t, uint64_t more)
+{
+    uint64_t need = (uint64_t)t->n_fns + more;
+    if (need > (uint64_t)INT32_MAX) return pg__fail(t, PG_ENOMEM, "too many functions");
+    if (need <= t->cap_fns) return PG_OK;
+    uint64_t want = t->cap_fns ? (uint64_t)t->cap_fns * 2 : 8;
+    if (want < need) want = need;
+    if (grow_array(t, (void **)&t->fns, sizeof *t->fns, want))
+        return pg__fail(t, PG_ENOMEM, "out of memory adding a function");
+    t->cap_fns = (uint32_t)want;
+    return PG_OK;
+}
+
 int pg__fn_new(pg_tape *t, const char *name)
 {
-    if (!name) return -pg__fail(t, PG_EINVAL, "a function needs a name");
-    if (t->n_fns >= (uint32_t)INT32_MAX) return -pg__fail(t, PG_ENOMEM, "too many functions");
-    if (t->n_fns == t->cap_fns) {
-        uint64_t want = t->cap_fns ? (uint64_t)t->cap_fns * 2 : 8;
-        if (grow_array(t, (void **)&t->fns, sizeof *t->fns, want))
-            return -pg__fail(t, PG_ENOMEM, "out of memory adding a function");
-        t->cap_fns = (uint32_t)want;
-    }
+    int rc = fn_room(t, 1);
+    if (rc) return -rc;
     char *copy = copy_string(t, name);
     if (!copy) return -pg__fail(t, PG_ENOMEM, "out of memory adding a function");
     pg_userfn *f = &t->fns[t->n_fns];
@@ -347,39 +355,74 @@ int pg__fn_new(pg_tape *t, const char *name)
     return (int)t->n_fns++;
 }
 
-int pg_fn_new(pg_tape *t, const char *name) { PG_HOLDING(t, -PG_EBUSY, pg__fn_new(t, name)); }
-
-static int fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
+/* Entry k of a pg_fn_define, checked before anything is defined. */
+static int check_def(pg_tape *t, const pg_fndef *defs, int n, int k)
 {
-    if (fn < 0 || (uint32_t)fn >= t->n_fns) return pg__fail(t, PG_EINVAL, "function %d does not exist", fn);
-    if (order < 0 || order >= PG_FN_ORDERS)
-        return pg__fail(t, PG_EINVAL, "order %d is not between 0 and %d", order, PG_FN_ORDERS - 1);
-    if (native && callback) return pg__fail(t, PG_EINVAL, "give a native function or a callback, not both");
-    pg_fnslot *slot = &t->fns[fn].order[order];
-    slot->native = native;
-    slot->callback = callback;
-    slot->ud = ud;
-    /* A new f changes values computed with the old one. */
-    pg__invalidate(t, 0);
+    const pg_fndef *d = &defs[k];
+    if (d->fn >= 0) {
+        if ((uint32_t)d->fn >= t->n_fns) return pg__fail(t, PG_EINVAL, "entry %d: function %d does not exist", k, d->fn);
+        return PG_OK;
+    }
+    if (d->fn != -1)
+        return pg__fail(t, PG_EINVAL, "entry %d: fn is -1 (a new function) or a function id, not %d", k, d->fn);
+    if (!d->name) return pg__fail(t, PG_EINVAL, "entry %d: a function needs a name", k);
+    for (int order = 0; order < PG_FN_ORDERS; order++)
+        if (d->order[order].native && d->order[order].callback)
+            return pg__fail(t, PG_EINVAL, "function '%s', order %d: give a native function or a callback, not both",
+                            d->name, order);
+    if (d->deriv < -1 || d->deriv >= n)
+        return pg__fail(t, PG_EINVAL, "function '%s': its derivative, entry %d, does not exist", d->name, d->deriv);
+    if (d->base < -1 || d->base >= n)
+        return pg__fail(t, PG_EINVAL, "function '%s': its base, entry %d, does not exist", d->name, d->base);
+    if (d->level < 0) return pg__fail(t, PG_EINVAL, "function '%s': a derivative's level is at least 0, not %d",
+                                      d->name, d->level);
     return PG_OK;
 }
 
-int pg_fn_set(pg_tape *t, int fn, int order, pg_native_fn native, pg_callback_fn callback, void *ud)
+static int fn_define(pg_tape *t, const pg_fndef *defs, int n, int *ids)
 {
-    PG_HOLDING(t, PG_EBUSY, fn_set(t, fn, order, native, callback, ud));
-}
-
-static int fn_link(pg_tape *t, int fn, int dfn)
-{
-    if (fn < 0 || (uint32_t)fn >= t->n_fns || dfn < 0 || (uint32_t)dfn >= t->n_fns)
-        return pg__fail(t, PG_EINVAL, "function %d does not exist", fn < 0 || (uint32_t)fn >= t->n_fns ? fn : dfn);
-    t->fns[fn].deriv = dfn;
+    if (n < 0) return pg__fail(t, PG_EINVAL, "a negative number of functions (%d)", n);
+    uint32_t fresh = 0;
+    for (int k = 0; k < n; k++) {
+        int rc = check_def(t, defs, n, k);
+        if (rc) return rc;
+        fresh += defs[k].fn < 0;
+    }
+    int rc = fn_room(t, fresh);
+    if (rc) return rc;
+    /* The names are all that is left to allocate: they go into the room
+       past the table's end, which counts only once every one is there. */
+    uint32_t id = t->n_fns;
+    for (int k = 0; k < n; k++) {
+        if (defs[k].fn >= 0) {
+            ids[k] = defs[k].fn;
+            continue;
+        }
+        char *copy = copy_string(t, defs[k].name);
+        if (!copy) {
+            while (id > t->n_fns) pg__alloc(t, t->fns[--id].name, 0);
+            return pg__fail(t, PG_ENOMEM, "out of memory adding a function");
+        }
+        t->fns[id].name = copy;
+        ids[k] = (int)id++;
+    }
+    for (int k = 0; k < n; k++) {
+        const pg_fndef *d = &defs[k];
+        if (d->fn >= 0) continue;
+        pg_userfn *f = &t->fns[ids[k]];
+        memcpy(f->order, d->order, sizeof f->order);
+        f->deriv = d->deriv >= 0 ? ids[d->deriv] : -1;
+        f->base = t->fns[ids[d->base >= 0 ? d->base : k]].name;
+        f->level = d->level;
+    }
+    /* No node calls a new function yet, so no value is stale. */
+    t->n_fns = id;
     return PG_OK;
 }
 
-int pg_fn_link(pg_tape *t, int fn, int dfn)
+int pg_fn_define(pg_tape *t, const pg_fndef *defs, int n, int *ids)
 {
-    PG_HOLDING(t, PG_EBUSY, fn_link(t, fn, dfn));
+    PG_HOLDING(t, PG_EBUSY, fn_define(t, defs, n, ids));
 }
 
 int pg_fn_count(pg_tape *t)

@@ -13,13 +13,6 @@
 /* The most nodes a tape holds: indices are uint32 and n must fit too. */
 #define PG_MAX_NODES ((uint64_t)UINT32_MAX - 1)
 
-/* One derivative order of a user function: native pointer or callback. */
-typedef struct pg_fnslot {
-    pg_native_fn native;
-    pg_callback_fn callback;
-    void *ud;
-} pg_fnslot;
-
 typedef struct pg_userfn {
     char *name;
     pg_fnslot order[PG_FN_ORDERS];

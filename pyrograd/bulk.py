@@ -8,18 +8,22 @@ node first, so a big tape costs no Python per node; `to_arrays` reads them
 back.  A pickle holds the arrays, the names and the function table with the
 Python callables in it; op nodes' values are recomputed when first read.
 """
+import ctypes
 import numbers
 import pickle
 
 import numpy as np
 
 from . import batch
-from ._binding import OPS, PythonFunction, ffi, lib, raise_status
+from ._binding import OPS, PythonFunction, ffi, lib
+from . import functions as user_functions  # Unary, at call time: functions imports tape, which imports this
 from .tape import Tape
 
-_LEAF, _CONST = OPS["leaf"], OPS["const"]
+_LEAF, _CONST, _CALL = OPS["leaf"], OPS["const"], OPS["call"]
 _MAX_NODES = 2**32 - 2  # node indices are uint32 (the C core's PG_MAX_NODES)
 _FORMAT = 1  # of the pickled state; bump when it changes
+_STATE_KEYS = {"op", "a", "b", "values", "names", "functions", "callables", "registrations"}
+_INT_MAX = 2**31 - 1  # function ids and derivative levels are C ints
 
 
 # ---- building and reading -------------------------------------------------------
@@ -186,26 +190,132 @@ def _check_picklable(wrapper):
         ) from error
 
 
-def _restore_functions(tape, functions, callables):
-    """Rebuilds the function table; returns the new wrappers of callables."""
-    wrappers = [PythonFunction(func, role, tape._pending) for func, role in callables]
-    for name, slots, _, _, _ in functions:
-        fn = lib.pg_fn_new(tape._ptr, name.encode())
-        if fn < 0:
-            raise_status(tape, -fn)
+def _damaged(problem):
+    return pickle.UnpicklingError(f"the pickled tape is damaged: {problem}")
+
+
+def _is_index(value, n):
+    return type(value) is int and 0 <= value < n
+
+
+def _check_functions(functions, callables):
+    """Refuses a function table that is not one _function_table gives: every
+    slot a callable's index or a native pointer, every link a function, every
+    level an int."""
+    if not isinstance(callables, list):
+        raise _damaged("its callables are not a list")
+    for k, entry in enumerate(callables):
+        if not (isinstance(entry, tuple) and len(entry) == 2 and callable(entry[0]) and isinstance(entry[1], str)):
+            raise _damaged(f"callable {k} is not a (callable, name) pair")
+    if not isinstance(functions, list):
+        raise _damaged("its functions are not a list")
+    if len(functions) > _INT_MAX:
+        raise _damaged(f"it has {len(functions)} functions, more than a tape holds")
+    for fn, entry in enumerate(functions):
+        if not (isinstance(entry, tuple) and len(entry) == 5):
+            raise _damaged(f"function {fn} is not a (name, slots, deriv, base, level) tuple")
+        name, slots, deriv, base, level = entry
+        if not isinstance(name, str) or "\0" in name:
+            raise _damaged(f"the name of function {fn} is not a str without NUL characters")
+        if not (isinstance(slots, list) and len(slots) == lib.PG_FN_ORDERS):
+            raise _damaged(f"function {fn} ({name!r}) does not have {lib.PG_FN_ORDERS} slots")
         for order, slot in enumerate(slots):
-            if slot is None:
-                continue
+            if not (slot is None or _is_index(slot, len(callables)) or _is_native(slot)):
+                raise _damaged(f"slot {order} of function {fn} ({name!r}) is {slot!r}, "
+                               f"not None or the index of one of its {len(callables)} callables")
+        if not (deriv == -1 or _is_index(deriv, len(functions))):
+            raise _damaged(f"the derivative of function {fn} ({name!r}) is {deriv!r}, not a function")
+        if not _is_index(base, len(functions)):
+            raise _damaged(f"the base of function {fn} ({name!r}) is {base!r}, not a function")
+        if not (type(level) is int and 0 <= level <= _INT_MAX):
+            raise _damaged(f"the level of function {fn} ({name!r}) is {level!r}, not an int from 0 to {_INT_MAX}")
+
+
+def _is_native(slot):
+    # Only a copy in this process has them: pickle cannot save a pointer.
+    return isinstance(slot, ffi.CData) and ffi.typeof(slot) is ffi.typeof("pg_native_fn")
+
+
+def _address(func):
+    """The address of a native function given to apply, or None."""
+    if isinstance(func, ffi.CData):
+        return int(ffi.cast("uintptr_t", func))
+    if isinstance(func, ctypes._CFuncPtr):
+        return ctypes.cast(func, ctypes.c_void_p).value
+    return None
+
+
+def _check_registrations(registrations, functions, callables):
+    """Refuses registrations that do not describe the functions they name:
+    apply would reuse such a function and compute something else.  Returns
+    the addresses of the native functions they keep alive."""
+    if not isinstance(registrations, list):
+        raise _damaged("its registrations are not a list")
+
+    def called(slot):  # what a slot calls, comparable with `is` or ==
+        if slot is None or isinstance(slot, int):
+            return None if slot is None else callables[slot][0]
+        return int(ffi.cast("uintptr_t", slot))
+
+    def holds(slot, func):
+        return called(slot) == _address(func) if _is_native(slot) else called(slot) is func
+
+    def same(slots, others):
+        return all(called(a) is called(b) or (_is_native(a) and called(a) == called(b))
+                   for a, b in zip(slots, others))
+
+    registered, natives = set(), set()
+    for entry in registrations:
+        if not (isinstance(entry, tuple) and len(entry) == 5 and _is_index(entry[4], len(functions))):
+            raise _damaged(f"registration {entry!r} is not (name, f, df, d2f, function)")
+        registered.add(entry[4])
+    for name, f, df, d2f, fn in registrations:
+        fn_name, slots, deriv, _, _ = functions[fn]
+        # As _register defines it: a pyrograd.unary df (or d2f, when df is
+        # not one) is linked, and slot 1 holds df.f (or df).
+        linked = isinstance(df, user_functions.Unary) or isinstance(d2f, user_functions.Unary)
+        if isinstance(d2f, user_functions.Unary) and not isinstance(df, user_functions.Unary):
+            d2f = None
+        if name != fn_name or not (holds(slots[0], f) and holds(slots[2], d2f)) or \
+                not (isinstance(df, user_functions.Unary) or holds(slots[1], df)):
+            raise _damaged(f"the registration of {name!r} does not match function {fn} ({fn_name!r})")
+        if linked:
+            # linked to the function of df, itself registered, and so on
+            if deriv not in registered or not same(functions[deriv][1][:1], slots[1:2]):
+                raise _damaged(f"the derivative of function {fn} ({fn_name!r}) is not the function of its df")
+        elif deriv != -1 and not same(functions[deriv][1], slots[1:] + [None]):
+            # made by grad from fn's next orders
+            raise _damaged(f"the derivative of function {fn} ({fn_name!r}) is not made of its next orders")
+        natives.update(_address(func) for func in (f, df, d2f) if _address(func) is not None)
+    return natives
+
+
+def _restore_functions(tape, functions, callables, registrations):
+    """Rebuilds the function table, and apply's registrations so that
+    applying the same functions again reuses them."""
+    _check_functions(functions, callables)
+    natives = _check_registrations(registrations, functions, callables)
+    for fn, (name, slots, _, _, _) in enumerate(functions):
+        for slot in slots:
+            if _is_native(slot) and int(ffi.cast("uintptr_t", slot)) not in natives:
+                raise _damaged(f"function {fn} ({name!r}) calls a native function that no registration holds")
+    wrappers = [PythonFunction(func, role, tape._pending) for func, role in callables]
+    tape._alive[id(wrappers)] = wrappers  # what every callback slot points into
+    defs = ffi.new("pg_fndef[]", len(functions))
+    names = [ffi.new("char[]", name.encode()) for name, _, _, _, _ in functions]  # alive until C copies them
+    for fn, (_, slots, deriv, base, level) in enumerate(functions):
+        entry = defs[fn]
+        entry.fn, entry.name, entry.deriv, entry.base, entry.level = -1, names[fn], deriv, base, level
+        for order, slot in enumerate(slots):
             if isinstance(slot, int):
-                tape._check(lib.pg_fn_set(tape._ptr, fn, order, ffi.NULL, lib.pg_py_callback,
-                                          wrappers[slot].handle))
-            else:
-                tape._check(lib.pg_fn_set(tape._ptr, fn, order, slot, ffi.NULL, ffi.NULL))
-    for fn, (_, _, deriv, base, level) in enumerate(functions):
-        if deriv >= 0:
-            tape._check(lib.pg_fn_link(tape._ptr, fn, deriv))
-        tape._check(lib.pg_fn_set_origin(tape._ptr, fn, base, level))
-    return wrappers
+                entry.order[order].callback = lib.pg_py_callback
+                entry.order[order].ud = wrappers[slot].handle
+            elif slot is not None:
+                entry.order[order].native = slot
+    ids = ffi.new("int[]", len(functions))
+    tape._check(lib.pg_fn_define(tape._ptr, defs, len(functions), ids))
+    for name, f, df, d2f, fn in registrations:
+        tape._functions[(name, id(f), id(df), id(d2f))] = (fn, (name, f, df, d2f))
 
 
 # ---- pickle and deepcopy --------------------------------------------------------------
@@ -218,7 +328,7 @@ def state(tape, for_pickle):
     op = arrays["op"]
     stored = (op == _LEAF) | (op == _CONST)
     # apply's registrations: so that applying the same f again reuses its function
-    registrations = [(key[0], *objects, fn) for key, (fn, objects, _) in tape._functions.items()]
+    registrations = [(*spec, fn) for fn, spec in tape._functions.values()]
     return {
         "format": _FORMAT,
         "op": op.tobytes(),
@@ -233,11 +343,17 @@ def state(tape, for_pickle):
 
 
 def restore(state):
-    """A new tape from state()."""
+    """A new tape from state().  A state that state() could not have given
+    (a damaged or doctored pickle) is refused with an UnpicklingError or
+    ValueError that names the problem: every slot of every function must
+    call a callable of the state, which the new tape keeps alive."""
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise ValueError("not the state of a pyrograd tape of this version")
+    missing = _STATE_KEYS - state.keys()
+    if missing:
+        raise _damaged(f"it has no {', '.join(sorted(missing))}")
     tape = Tape()
-    wrappers = _restore_functions(tape, state["functions"], state["callables"])
+    _restore_functions(tape, state["functions"], state["callables"], state["registrations"])
     op = np.frombuffer(state["op"], np.uint8)
     stored = (op == _LEAF) | (op == _CONST)
     value = np.zeros(len(op))
@@ -247,10 +363,10 @@ def restore(state):
     value[stored] = saved
     a = np.frombuffer(state["a"], "<u4").astype(np.uint32, copy=False)
     b = np.frombuffer(state["b"], "<u4").astype(np.uint32, copy=False)
+    if len(b) == len(op):  # else extend says what is wrong
+        absent = np.flatnonzero((op == _CALL) & (b >= len(state["functions"])))
+        if len(absent):
+            raise _damaged(f"node {absent[0]} calls function {b[absent[0]]}, which it does not have")
     tape.reserve(len(op))
     extend(tape, op, a, b, value, state["names"])
-    for name, f, df, d2f, fn in state["registrations"]:
-        slots = state["functions"][fn][1]
-        keep = [wrappers[slot] for slot in slots if isinstance(slot, int)]
-        tape._functions[(name, id(f), id(df), id(d2f))] = (fn, (f, df, d2f), keep)
     return tape

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ._binding import PythonFunction, ffi, lib, raise_status
+from ._binding import PythonFunction, ffi, lib
 from .tape import Term, _binary, _is_number, _MAX, _MIN
 
 __all__ = [
@@ -129,34 +129,83 @@ def unary(name, f, df, d2f=None):
     return Unary(name, f, df, d2f)
 
 
-def _register(tape, name, f, df, d2f=None):
-    """Adds (name, f, df, d2f) to the tape's function table once; returns its id."""
-    if not isinstance(name, str):
-        raise TypeError(f"apply: the name must be a str, not {type(name).__name__}")
-    if isinstance(d2f, Unary) and not isinstance(df, Unary):
-        df, d2f = Unary(f"{name}'", df, d2f), None  # the chain starts one order up
+def _key(name, f, df, d2f):
     # By identity: callables need not be hashable, and the tape keeps f, df
     # and d2f alive, so their ids stay theirs.
-    key = (name, id(f), id(df), id(d2f))
-    known = tape._functions.get(key)
+    return (name, id(f), id(df), id(d2f))
+
+
+def _register(tape, name, f, df, d2f=None):
+    """The id of the tape's function (name, f, df, d2f), defined on first use.
+
+    A pyrograd.unary df brings its own derivative, and so on: the chain is
+    followed by identity until it ends, reaches a function the tape has, or
+    comes back to one of its own (exp is its own derivative, sin's fourth
+    derivative is sin), and the functions it lacks are defined by one C call,
+    which defines all of them or none.
+    """
+    known = tape._functions.get(_key(name, f, df, d2f))
     if known is not None:
         return known[0]
-    linked = _register(tape, df.name, df.f, df.df, df.d2f) if isinstance(df, Unary) else None
-    orders = [(f, name), (df.f if linked is not None else df, f"{name}'")]
-    if d2f is not None:
-        orders.append((d2f, f"{name}''"))
-    slots = [_function_slot(func, role, tape) for func, role in orders]
-    fn = lib.pg_fn_new(tape._ptr, name.encode())
-    if fn < 0:
-        raise_status(tape, -fn)
-    for order, (native, callback, ud, _) in enumerate(slots):
-        tape._check(lib.pg_fn_set(tape._ptr, fn, order, native, callback, ud))
-    if linked is not None:
-        tape._check(lib.pg_fn_link(tape._ptr, fn, linked))
-    # The tape keeps alive everything C now points into (and f, df and d2f,
-    # so their ids stay theirs and a copy of the tape can register them again).
-    tape._functions[key] = (fn, (f, df, d2f), [slot[3] for slot in slots])
-    return fn
+    # Each new function: its key, (name, f, df, d2f) as given, and its slots;
+    # an int instead stands for a function the tape has.
+    functions, at = [], {}
+    spec, link = (name, f, df, d2f), -1
+    while True:
+        key = _key(*spec)
+        if key in at:  # a cycle
+            link = at[key]
+            break
+        known = tape._functions.get(key)
+        if known is not None:
+            link = len(functions)
+            functions.append(known[0])
+            break
+        at[key] = len(functions)
+        name, f, df, d2f = spec
+        if not isinstance(name, str):
+            raise TypeError(f"apply: the name must be a str, not {type(name).__name__}")
+        if isinstance(d2f, Unary) and not isinstance(df, Unary):
+            df, d2f = Unary(f"{name}'", df, d2f), None  # the chain goes on one order up
+        orders = (f, df.f if isinstance(df, Unary) else df, d2f)
+        slots = [_function_slot(func, role, tape) for func, role in zip(orders, (name, f"{name}'", f"{name}''"))]
+        functions.append((key, spec, slots))
+        if not isinstance(df, Unary):
+            break
+        spec = (df.name, df.f, df.df, df.d2f)
+
+    # Each new function's derivative is the next one; the last one's is link.
+    fresh = len(functions) - isinstance(functions[-1], int)
+    defs = ffi.new("pg_fndef[]", len(functions))
+    names = []  # alive until C has copied them
+    for k, function in enumerate(functions):
+        entry = defs[k]
+        if isinstance(function, int):
+            entry.fn = function
+            continue
+        _, (name, _, _, _), slots = function
+        names.append(ffi.new("char[]", name.encode()))
+        entry.fn, entry.name, entry.base, entry.level = -1, names[-1], -1, 0
+        entry.deriv = k + 1 if k + 1 < fresh else link
+        for order, (native, callback, ud, _) in enumerate(slots):
+            entry.order[order].native = native
+            entry.order[order].callback = callback
+            entry.order[order].ud = ud
+    # What C will point into is kept before the call, so nothing can come
+    # between C keeping a pointer and Python keeping its object.
+    keep = [slot[3] for function in functions if not isinstance(function, int)
+            for slot in function[2] if slot[3] is not None]
+    tape._alive[id(keep)] = keep
+    ids = ffi.new("int[]", len(functions))
+    try:
+        tape._check(lib.pg_fn_define(tape._ptr, defs, len(functions), ids))
+    except BaseException:
+        del tape._alive[id(keep)]
+        raise
+    for k, function in enumerate(functions):
+        if not isinstance(function, int):
+            tape._functions[function[0]] = (ids[k], function[1])
+    return ids[0]
 
 
 def _function_slot(func, role, tape):

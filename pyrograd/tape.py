@@ -76,7 +76,7 @@ class Tape:
     (5.0, 4.0)
     """
 
-    __slots__ = ("_ptr", "_owner", "_pending", "_functions", "__weakref__")
+    __slots__ = ("_ptr", "_owner", "_pending", "_functions", "_alive", "__weakref__")
 
     def __init__(self):
         self._adopt(lib.pg_tape_new(), None)
@@ -101,8 +101,11 @@ class Tape:
             self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
-        # (name, id(f), id(df), id(d2f)) -> (function id, (f, df, d2f), what C points into)
+        # (name, id(f), id(df), id(d2f)) -> (function id, (name, f, df, d2f))
         self._functions = {}
+        # Everything the C function table points into (callback wrappers,
+        # native functions), as lists by their id: C's pointers never dangle.
+        self._alive = {}
         # Lets Ctrl-C stop a long call (see _binding.pg_py_progress).
         self._check(lib.pg_progress_handler(ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL))
 

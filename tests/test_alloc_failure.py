@@ -149,6 +149,14 @@ def with_gradient(tape):
     return m
 
 
+def _cycle():
+    """sin -> cos -> -sin -> -cos -> sin: four functions defined by one call."""
+    sin, cos = pg.unary("s", math.sin, None), pg.unary("c", math.cos, None)
+    nsin, ncos = pg.unary("-s", lambda v: -math.sin(v), None), pg.unary("-c", lambda v: -math.cos(v), None)
+    sin.df, cos.df, nsin.df, ncos.df = cos, nsin, ncos, sin
+    return sin
+
+
 DATA = np.column_stack([np.linspace(-2.0, 2.0, 37), np.linspace(1.0, -1.0, 37)])
 X = np.ascontiguousarray(DATA[:, :1])
 
@@ -169,6 +177,7 @@ OPERATIONS = {
     "unary": (filled(base), lambda m: pg.exp(m.y)),
     "reserve": (base, lambda m: m.tape._check(lib.pg_reserve(m.tape._ptr, 5000))),
     "apply a Python function (all arrays full)": (filled(base), lambda m: pg.apply(m.x, "sq", lambda v: v * v, lambda v: 2 * v)),
+    "apply a cyclic unary chain (all arrays full)": (filled(base), lambda m: _cycle()(m.x)),
     # sweeps
     "value": (base, lambda m: m.loss.value),
     "derive": (base, lambda m: [m.loss.derive(m.x), m.loss.derive(m.w)]),
@@ -194,7 +203,7 @@ OPERATIONS = {
 
 # Operations made of more than one C call, which may keep what an earlier
 # call did: apply registers its function (then reuses it on the next try).
-KEEPS_FUNCTIONS = {"apply a Python function (all arrays full)"}
+KEEPS_FUNCTIONS = {"apply a Python function (all arrays full)", "apply a cyclic unary chain (all arrays full)"}
 
 failure_points = {}
 
@@ -249,3 +258,29 @@ def test_failure_points_were_tried(request):
     for name, points in sorted(failure_points.items()):
         print(f"  {points:4d}  {name}")
     assert total > len(OPERATIONS)  # most operations allocate more than once
+
+
+def test_a_chain_is_defined_whole_or_not_at_all():
+    """A chain of pyrograd.unary ops is defined by one C call: an allocation
+    failing inside it leaves none of its functions, so C and Python agree."""
+    allocator = FailingAllocator()
+    tape = pg.Tape._with_allocator(allocator.callback)
+    m = filled(base)(tape)
+    k = 0
+    while True:
+        k += 1
+        functions, records, alive = lib.pg_fn_count(tape._ptr), len(tape._functions), len(tape._alive)
+        allocator.arm(k)
+        try:
+            y = _cycle()(m.x)
+        except MemoryError:
+            allocator.disarm()
+            added = lib.pg_fn_count(tape._ptr) - functions
+            assert added in (0, 4), f"allocation {k} failed and left {added} of 4 functions"
+            assert len(tape._functions) - records == added
+            assert (len(tape._alive) > alive) == (added > 0)
+            continue
+        allocator.disarm()
+        break
+    assert k > 2
+    assert pg.grad(pg.grad(y, m.x), m.x).value == -math.sin(m.x.value)

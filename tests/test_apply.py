@@ -536,3 +536,97 @@ def test_tape_with_callbacks_is_collected():
     del tape, x, y
     gc.collect()
     assert ref() is None
+
+
+# ---- registration ------------------------------------------------------------------------
+
+def _fn_count(tape):
+    return pg._binding.lib.pg_fn_count(tape._ptr)
+
+
+def test_registering_from_inside_a_sweep_of_the_tape_leaves_nothing():
+    """A user function that registers another on the tape whose sweep runs
+    it gets TapeBusyError, and the tape keeps no trace of the attempt: no C
+    function, no record, nothing kept alive for it."""
+    tape = pg.Tape()
+    x = tape.term("x", 1.0)
+    attempts = []
+
+    def f(v):
+        try:
+            x.apply("inner", lambda u: u + 1, lambda u: 1.0, lambda u: 0.0)
+        except pg.TapeBusyError as error:
+            attempts.append(error)
+        return v
+
+    y = x.apply("outer", f, lambda v: 1.0)
+    count, records, alive = _fn_count(tape), dict(tape._functions), dict(tape._alive)
+    assert y.value == 1.0
+    x.set(2.0)
+    assert y.derive(x) == 1.0 and y.value == 2.0
+    assert len(attempts) == 2
+    assert (_fn_count(tape), tape._functions, tape._alive) == (count, records, alive)
+    assert x.apply("inner", math.sin, math.cos).value == math.sin(2.0)  # and outside a sweep it works
+
+
+def test_a_unary_d2f_is_registered_once():
+    """apply(x, name, f, df, op) with op a pyrograd.unary keyed its function by
+    a chain op made anew on each call, so each call registered it again."""
+    op = pg.unary("nsin", lambda v: -math.sin(v), lambda v: -math.cos(v))
+    tape = pg.Tape()
+    x = tape.term("x", 0.2)
+    first = x.apply("s", math.sin, math.cos, op)
+    count = _fn_count(tape)
+    second = x.apply("s", math.sin, math.cos, op)
+    assert _fn_count(tape) == count
+    assert first.index != second.index and first.value == second.value
+
+
+def test_pg_fn_define_checks_every_entry_first_and_defines_all_or_nothing():
+    """The C entry point: a bad entry anywhere is PG_EINVAL naming it, and
+    none of the call's functions is defined."""
+    from _pyrograd_core import ffi, lib
+
+    tape = pg.Tape()
+    x = tape.term("x", 0.5)
+    existing = pg.functions._register(tape, "sin", _cmath.sin, _cmath.cos)
+    names = [ffi.new("char[]", b"a"), ffi.new("char[]", b"b")]
+
+    def define(**changes):
+        defs = ffi.new("pg_fndef[]", 3)
+        for k in range(2):
+            defs[k].fn, defs[k].name, defs[k].deriv, defs[k].base = -1, names[k], 1 - k, -1
+            defs[k].order[0].native = ffi.cast("pg_native_fn", _cmath.exp)
+        defs[1].order[1].native = ffi.cast("pg_native_fn", _cmath.exp)
+        defs[2].fn = existing
+        for field, value in changes.items():
+            k, name = field.split("_", 1)
+            setattr(defs[int(k[1:])], name, value)
+        ids = ffi.new("int[]", 3)
+        return lib.pg_fn_define(tape._ptr, defs, 3, ids), list(ids)
+
+    bad = {
+        "e1_deriv": 3, "e0_deriv": -2, "e1_base": 3, "e0_base": -2, "e1_level": -1,
+        "e2_fn": existing + 1, "e1_fn": -2, "e0_name": ffi.NULL,
+    }
+    for field, value in bad.items():
+        count = lib.pg_fn_count(tape._ptr)
+        rc, _ = define(**{field: value})
+        assert rc == lib.PG_EINVAL, field
+        assert lib.pg_fn_count(tape._ptr) == count, field
+    defs = ffi.new("pg_fndef[]", 1)
+    defs[0].fn, defs[0].name = -1, names[0]
+    defs[0].order[0].native, defs[0].order[0].callback = ffi.cast("pg_native_fn", _cmath.exp), lib.pg_py_callback
+    assert lib.pg_fn_define(tape._ptr, defs, 1, ffi.new("int[]", 1)) == lib.PG_EINVAL
+    assert "not both" in ffi.string(lib.pg_errmsg(tape._ptr)).decode()
+    assert lib.pg_fn_define(tape._ptr, defs, -1, ffi.new("int[]", 1)) == lib.PG_EINVAL
+
+    rc, ids = define(e0_deriv=2)  # a -> the existing sin, b -> a
+    assert rc == 0 and ids == [existing + 1, existing + 2, existing]
+    b = tape._term(lib.pg_call(tape._ptr, ids[1], x.index))
+    assert pg.grad(b, x).value == math.exp(0.5)  # b' is a, which calls exp
+    assert pg.grad(pg.grad(b, x), x).value == math.sin(0.5)  # and a' is the existing sin
+    rc, ids = define(e1_deriv=-1, e1_level=2**31 - 1)  # b: no link, the (2**31 - 1)-th derivative
+    b = tape._term(lib.pg_call(tape._ptr, ids[1], x.index))
+    with pytest.raises(pg.DerivativeError, match="past the last one counted"):
+        pg.grad(b, x)  # its derivative, made from its next order, would be one more

@@ -9,7 +9,11 @@ import copy
 import ctypes
 import ctypes.util
 import math
+import pathlib
 import pickle
+import re
+import subprocess
+import sys
 
 import cffi
 import numpy as np
@@ -216,6 +220,7 @@ class FailingAllocator:
         tape._ptr = ffi.gc(lib.pg_tape_new_with_alloc(self.callback, ffi.NULL), lib.pg_tape_free)
         tape._pending = ParkedErrors()
         tape._functions = {}
+        tape._alive = {}
         return tape
 
 
@@ -457,3 +462,160 @@ def test_copy_of_a_term_is_a_term_of_the_same_tape():
     assert shallow == x and shallow.tape is tape
     deep = copy.deepcopy(x)
     assert deep.tape is not tape and deep.value == 2.0 and deep.name == "x"
+
+
+# ---- doctored pickles ------------------------------------------------------------------
+
+def _registered_tape():
+    """A tape with a plain user function, a unary chain and a derived function."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.3)
+    y = x.apply("cube", cube, dcube, d2cube) + SIN(x)
+    pg.grad(pg.grad(y, x), x)  # makes cube' and cube'', links the chain
+    return tape
+
+
+def _state(tape):
+    return copy.deepcopy(tape.__reduce__()[1][0])  # a state of one's own to doctor
+
+
+def _fn(state, name):
+    return next(fn for fn, entry in enumerate(state["functions"]) if entry[0] == name)
+
+
+def _change_function(state, which, **fields):
+    fn = _fn(state, which)
+    entry = dict(zip(("name", "slots", "deriv", "base", "level"), state["functions"][fn]))
+    entry.update(fields)
+    state["functions"][fn] = tuple(entry.values())
+
+
+def _change_registration(state, which, **fields):
+    k = next(k for k, r in enumerate(state["registrations"]) if r[0] == which)
+    entry = dict(zip(("name", "f", "df", "d2f", "fn"), state["registrations"][k]))
+    entry.update(fields)
+    state["registrations"][k] = tuple(entry.values())
+
+
+def _call_node(state, fn):
+    state["op"] += bytes([lib.pg_op_code(b"CALL")])
+    state["a"] += np.array([0], "<u4").tobytes()
+    state["b"] += np.array([fn], "<u4").tobytes()
+
+
+DOCTORED = {
+    "no registrations": (lambda s: s.pop("registrations"), "no registrations"),
+    "no callables": (lambda s: s.pop("callables"), "no callables"),
+    "registrations not a list": (lambda s: s.update(registrations={}), "registrations are not a list"),
+    "registration of another function": (
+        lambda s: _change_registration(s, "cube", fn=_fn(s, "sin_op")), "registration of 'cube' does not match"),
+    "registration with another f": (
+        lambda s: _change_registration(s, "cube", f=dcube), "registration of 'cube' does not match"),
+    "registration with another d2f": (
+        lambda s: _change_registration(s, "cube", d2f=None), "registration of 'cube' does not match"),
+    "registration of function -1": (lambda s: _change_registration(s, "cube", fn=-1), "registration"),
+    "registration of a huge function": (lambda s: _change_registration(s, "cube", fn=2**40), "registration"),
+    "registration of function True": (lambda s: _change_registration(s, "cube", fn=True), "registration"),
+    "registration of a short tuple": (lambda s: s["registrations"].append(("cube", cube)), "registration"),
+    "slot past the callables": (lambda s: _change_function(s, "cube", slots=[99, None, None]), "slot 0"),
+    "slot -1": (lambda s: _change_function(s, "cube", slots=[-1, None, None]), "slot 0"),
+    "slot True": (lambda s: _change_function(s, "cube", slots=[True, None, None]), "slot 0"),
+    "slot a string": (lambda s: _change_function(s, "cube", slots=[0, "f", None]), "slot 1"),
+    "two slots": (lambda s: _change_function(s, "cube", slots=[0, 1]), "slots"),
+    "slot another callable": (
+        lambda s: _change_function(s, "cube", slots=[s["functions"][_fn(s, "cube")][1][1]] * 3),
+        "registration of 'cube' does not match"),
+    "derivative past the functions": (lambda s: _change_function(s, "cube", deriv=99), "derivative of function"),
+    "derivative -2": (lambda s: _change_function(s, "cube", deriv=-2), "derivative of function"),
+    "derivative not made of the next orders": (
+        lambda s: _change_function(s, "cube", deriv=_fn(s, "cube")), "not made of its next orders"),
+    "chain linked to an unregistered function": (
+        lambda s: _change_function(s, "sin_op", deriv=_fn(s, "cube'")), "not the function of its df"),
+    "chain linked to nothing": (lambda s: _change_function(s, "sin_op", deriv=-1), "not the function of its df"),
+    "base -1": (lambda s: _change_function(s, "cube'", base=-1), "base of function"),
+    "base past the functions": (lambda s: _change_function(s, "cube'", base=2**31), "base of function"),
+    "level -1": (lambda s: _change_function(s, "cube'", level=-1), "level of function"),
+    "level 2**31": (lambda s: _change_function(s, "cube'", level=2**31), "level of function"),
+    "level 1.0": (lambda s: _change_function(s, "cube'", level=1.0), "level of function"),
+    "name with a NUL": (lambda s: _change_function(s, "cube'", name="cube\0"), "name of function"),
+    "name not a str": (lambda s: _change_function(s, "cube'", name=b"cube'"), "name of function"),
+    "function not a tuple": (lambda s: s["functions"].append(None), "function"),
+    "callable not callable": (lambda s: s["callables"].__setitem__(0, (1.5, "cube")), "callable 0"),
+    "callable not a pair": (lambda s: s["callables"].__setitem__(0, cube), "callable 0"),
+    "node calling an absent function": (lambda s: _call_node(s, 50), "calls function 50"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCTORED))
+def test_doctored_pickles_are_refused_naming_the_problem(name):
+    """restore trusted the function table and registrations of a pickle: a
+    slot or registration that pointed at the wrong place left C calling
+    freed callback wrappers, or apply reusing a function that computes
+    something else.  Each is refused now, before the tape is used."""
+    doctor, problem = DOCTORED[name]
+    state = _state(_registered_tape())
+    doctor(state)
+    with pytest.raises((pickle.UnpicklingError, ValueError), match=re.escape(problem)):
+        pg.bulk.restore(state)
+
+
+_WITHOUT_REGISTRATIONS = r'''
+import gc, math, pickle, copy
+import pyrograd as pg
+import TEST_MODULE as tb
+
+tape = tb._registered_tape()
+state = tb._state(tape)
+state["registrations"] = []  # allowed: they only let apply reuse a function
+clone = pg.bulk.restore(state)
+gc.collect()  # the callback wrappers live as long as the tape, registered or not
+x = clone[0]
+values = clone.values([clone[i] for i in range(len(clone))])
+assert values.tolist() == tape.values([tape[i] for i in range(len(tape))]).tolist()
+y = x.apply("cube", tb.cube, tb.dcube, tb.d2cube) + tb.SIN(x)  # registered anew
+assert y.value == tb.cube(0.3) + math.sin(0.3)
+assert pg.grad(pg.grad(y, x), x).value == tb.d2cube(0.3) - math.sin(0.3)
+copy.deepcopy(clone)
+pickle.loads(pickle.dumps(clone))
+print("ok")
+'''
+
+
+def test_a_pickle_without_registrations_keeps_its_callbacks_alive():
+    """restore kept the callback wrappers alive only through the pickle's
+    registrations: without them C held freed handles, and the first sweep
+    aborted the interpreter.  In a subprocess: the old code aborts."""
+    here = pathlib.Path(__file__)
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_REGISTRATIONS.replace("TEST_MODULE", here.stem)],
+                          capture_output=True, text=True, timeout=120, cwd=here.parent)
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-3000:]}"
+    assert proc.stdout.strip() == "ok"
+
+
+def test_a_derivative_level_past_int_max_is_an_error():
+    """A pickle may say a derived function is the (2**31 - 1)-th derivative:
+    pg.grad then made the next one's level by a signed int overflow (UB).
+    Now the level is range-checked where it grows."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.3)
+    first = pg.grad(x.apply("cube", cube, dcube, d2cube), x)  # calls cube', level 1
+    state = _state(tape)
+    _change_function(state, "cube'", level=2**31 - 1)
+    clone = pg.bulk.restore(state)
+    assert clone[first.index].value == dcube(0.3)
+    n = len(clone)
+    with pytest.raises(pg.DerivativeError, match="past the last one counted"):
+        pg.grad(clone[first.index], clone[0])
+    assert len(clone) == n
+
+
+def test_a_copy_refuses_a_native_function_no_registration_holds():
+    """deepcopy passes native function pointers along; each must be held by
+    an object a registration keeps (else nothing keeps it alive)."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.5)
+    x.apply("native_sin", _cmath_lib.sin, math.cos)
+    state = pg.bulk.state(tape, for_pickle=False)
+    state["registrations"] = []
+    with pytest.raises(pickle.UnpicklingError, match="native function that no registration holds"):
+        pg.bulk.restore(state)

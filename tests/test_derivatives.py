@@ -714,3 +714,131 @@ def test_newton_runs():
     last = lines[-1]
     assert last.startswith("converged to (1.000000000000000, 1.000000000000000) in ")
     assert int(last.split(" in ")[1].split()[0]) < 30
+
+
+# ---- derivative chains that cycle ------------------------------------------------------
+
+def neg_sin(v):
+    return -math.sin(v)
+
+
+def neg_cos(v):
+    return -math.cos(v)
+
+
+def _cycles():
+    """exp, its own derivative; sin -> cos -> -sin -> -cos -> sin."""
+    exp = pg.unary("exp_cycle", math.exp, None)
+    exp.df = exp
+    sin, cos = pg.unary("sin_cycle", math.sin, None), pg.unary("cos_cycle", math.cos, None)
+    nsin, ncos = pg.unary("nsin_cycle", neg_sin, None), pg.unary("ncos_cycle", neg_cos, None)
+    sin.df, cos.df, nsin.df, ncos.df = cos, nsin, ncos, sin
+    return exp, sin, cos
+
+
+EXP_CYCLE, SIN_CYCLE, COS_CYCLE = _cycles()  # module level: they pickle
+SIN_DERIVATIVES = [math.sin, math.cos, neg_sin, neg_cos]
+
+
+def test_a_function_that_is_its_own_derivative_differentiates_to_any_order():
+    """pyrograd.unary chains were registered by recursion on df, so a chain
+    that comes back to itself (op.df = op) raised RecursionError; the C
+    table supported cycles all along."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.7)
+    d = EXP_CYCLE(x)
+    assert lib_fn_count(tape) == 1  # registered once, its own derivative
+    for _ in range(6):
+        d = pg.grad(d, x)
+        assert d.value == math.exp(0.7)
+    assert lib_fn_count(tape) == 1
+    y = EXP_CYCLE(2 * x)
+    for order in range(1, 7):
+        y = pg.grad(y, x)
+        assert y.value == pytest.approx(2**order * math.exp(1.4), rel=1e-14)
+    z = EXP_CYCLE(x) * x
+    assert z.derive(x) == pytest.approx(math.exp(0.7) * 1.7, rel=1e-15)
+    z.backprop()
+    assert x.grad == pytest.approx(math.exp(0.7) * 1.7, rel=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["module functions", "lambdas"])
+def test_a_cycle_of_four_derivatives_differentiates_to_any_order(kind):
+    if kind == "module functions":
+        sin = SIN_CYCLE
+    else:
+        sin, cos = pg.unary("s", math.sin, None), pg.unary("c", math.cos, None)
+        nsin, ncos = pg.unary("-s", lambda v: -math.sin(v), None), pg.unary("-c", lambda v: -math.cos(v), None)
+        sin.df, cos.df, nsin.df, ncos.df = cos, nsin, ncos, sin
+    tape = pg.Tape()
+    x = tape.term("x", 0.4)
+    d = sin(x)
+    assert lib_fn_count(tape) == 4  # each op once, linked into a cycle
+    for order in range(1, 7):
+        d = pg.grad(d, x)
+        assert d.value == SIN_DERIVATIVES[order % 4](0.4)
+    y = sin(3 * x)
+    for order in range(1, 7):
+        y = pg.grad(y, x)
+        assert y.value == pytest.approx(3**order * SIN_DERIVATIVES[order % 4](1.2), rel=1e-14)
+    x.set(-1.1)
+    assert d.value == SIN_DERIVATIVES[6 % 4](-1.1)
+    assert sin(x).derive(x) == math.cos(-1.1)
+    sin(x).backprop()
+    assert x.grad == math.cos(-1.1)
+    assert lib_fn_count(tape) == 4
+
+
+def test_an_op_of_a_registered_cycle_reuses_its_function():
+    tape = pg.Tape()
+    x = tape.term("x", 0.4)
+    SIN_CYCLE(x)
+    assert COS_CYCLE(x).value == math.cos(0.4)
+    assert lib_fn_count(tape) == 4
+    second = pg.Tape()
+    u = second.term("u", 0.4)
+    COS_CYCLE(u)  # entering the cycle at another op
+    assert lib_fn_count(second) == 4
+    assert pg.grad(pg.grad(pg.grad(SIN_CYCLE(u), u), u), u).value == neg_cos(0.4)
+    assert lib_fn_count(second) == 4
+
+
+def test_a_cycle_as_df_or_d2f_of_apply():
+    tape = pg.Tape()
+    x = tape.term("x", 0.3)
+    y = x.apply("exp", math.exp, EXP_CYCLE)
+    z = x.apply("sin", math.sin, math.cos, COS_CYCLE.df)  # d2f = -sin, whose chain cycles
+    for order in range(1, 7):
+        y, z = pg.grad(y, x), pg.grad(z, x)
+        assert y.value == math.exp(0.3)
+        assert z.value == SIN_DERIVATIVES[order % 4](0.3)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_tapes_with_cyclic_chains_copy_and_pickle(how):
+    import copy
+    import pickle
+
+    tape = pg.Tape()
+    x = tape.term("x", 0.9)
+    y = EXP_CYCLE(x) + SIN_CYCLE(x)
+    first = pg.grad(y, x)
+    x2, y2, first2 = pickle.loads(pickle.dumps([x, y, first])) if how == "pickle" else copy.deepcopy([x, y, first])
+    assert (y2.value, first2.value) == (y.value, first.value)
+    d, d2 = first, first2
+    for order in range(2, 7):
+        d, d2 = pg.grad(d, x), pg.grad(d2, x2)
+        assert d2.value == d.value == math.exp(0.9) + SIN_DERIVATIVES[order % 4](0.9)
+    count = lib_fn_count(x2.tape)
+    again = EXP_CYCLE(x2) + COS_CYCLE(x2)
+    assert again.value == math.exp(0.9) + math.cos(0.9)
+    if how == "deepcopy":  # the same ops: their functions are reused (a pickle holds copies of the ops)
+        assert lib_fn_count(x2.tape) == count
+    x2.set(0.1)
+    assert d2.value == math.exp(0.1) + SIN_DERIVATIVES[6 % 4](0.1)
+
+
+def lib_fn_count(tape):
+    from _pyrograd_core import lib
+
+    return lib.pg_fn_count(tape._ptr)

@@ -242,6 +242,7 @@ class FailingAllocator:
         tape._ptr = ffi.gc(ptr, lib.pg_tape_free)
         tape._pending = []
         tape._functions = {}
+        tape._alive = {}
         return tape
 
 

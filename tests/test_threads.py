@@ -235,3 +235,138 @@ def test_a_python_function_on_a_worker_thread_calling_back_is_tape_busy():
     with pytest.raises(pg.TapeBusyError):
         tape.eval_batch(y, [x], np.zeros((64, 1)), threads=4)
     assert tape.eval_batch(x * 3, [x], np.ones((4, 1)), threads=4).tolist() == [3.0] * 4
+
+
+# ---- registering user functions while another thread uses the tape ------------------
+
+_REGISTER_WHILE_BUSY = r'''
+import copy, gc, pickle, sys, threading, time
+import pyrograd as pg
+from _pyrograd_core import ffi, lib
+
+class Shifted:  # picklable, and a new object each time
+    def __init__(self, k): self.k = k
+    def __call__(self, v): return v * v + self.k
+
+def f(v): return v * v
+def df(v): return 2 * v
+def d2f(v): return 2.0
+
+tape = pg.Tape()
+x = tape.term("x", 0.5)
+go, entered, release = threading.Event(), threading.Event(), threading.Event()
+
+def blocker(v):  # holds the tape, in the sweep that calls it, until released
+    entered.set()
+    release.wait(30)
+    return v
+
+held = x.apply("blocker", blocker, df)
+
+def sweep():
+    go.wait(30)
+    while True:
+        try:
+            return held.value
+        except pg.TapeBusyError:
+            pass
+
+# Once a registration's first C call has returned, the other thread takes
+# the tape before this one makes its next C call.
+def between_calls(frame, event, arg):
+    name = getattr(arg, "__name__", "")
+    if event == "c_return" and name.startswith("pg_fn_") and not go.is_set():
+        go.set()
+    elif event == "c_call" and name.startswith("pg_") and go.is_set():
+        entered.wait(30)
+
+applied, refused = [], 0
+for k in range(20):
+    x.set(0.5 + k)  # held is stale: reading it sweeps
+    go.clear(); entered.clear(); release.clear()
+    other = threading.Thread(target=sweep)
+    other.start()
+    sys.setprofile(between_calls)
+    try:
+        applied.append((x.apply("sq", Shifted(k), df, d2f), k))
+    except pg.TapeBusyError:  # pg_call, or a registration's own call
+        refused += 1
+    finally:
+        sys.setprofile(None)
+    assert entered.is_set()
+    release.set()
+    other.join()
+
+# A thread hammering the tape with sweeps while this one registers.
+z = tape.term("z", 0.5)
+y = z
+for _ in range(300):
+    y = y * 0.999 + z
+stop = threading.Event()
+
+def hammer():
+    k = 0
+    while not stop.is_set():
+        try:
+            z.set(0.5 + (k % 7) * 1e-3)
+            y.value
+        except pg.TapeBusyError:
+            pass
+        k += 1
+
+sys.setswitchinterval(1e-6)
+thread = threading.Thread(target=hammer)
+thread.start()
+deadline = time.monotonic() + 10
+k = 20
+while k < 2000 and time.monotonic() < deadline:
+    try:
+        applied.append((x.apply("sq", Shifted(k), df, d2f), k))
+    except pg.TapeBusyError:
+        refused += 1
+    k += 1
+stop.set()
+thread.join()
+sys.setswitchinterval(0.005)
+applied.append((x.apply("sq", Shifted(k), df, d2f), k))
+gc.collect()
+print("registered", len(applied), "refused", refused, file=sys.stderr)
+
+# Every C function is one Python recorded, and calls what it recorded.
+count = lib.pg_fn_count(tape._ptr)
+records = {record[0]: record[1] for record in tape._functions.values()}  # fn: its objects
+assert sorted(records) == list(range(count)), f"C has {count} functions, Python recorded {len(records)}"
+native, callback, ud = ffi.new("pg_native_fn *"), ffi.new("pg_callback_fn *"), ffi.new("void **")
+for fn, objects in records.items():
+    for order in range(lib.PG_FN_ORDERS):
+        assert lib.pg_fn_get(tape._ptr, fn, order, native, callback, ud) == 0
+        if callback[0] != ffi.NULL:
+            assert any(ffi.from_handle(ud[0]).func is o for o in objects)
+# The tape still copies, pickles and sweeps.
+x.set(0.5)
+release.set()
+copy.deepcopy(tape)
+for node, k in applied[::25]:
+    assert node.value == 0.25 + k
+    assert pg.grad(pg.grad(node, x), x).value == 2.0
+y.backprop()
+held.backprop()
+node, k = pickle.loads(pickle.dumps(applied[-1]))
+assert node.value == 0.25 + k and pg.grad(node, node.tape[0]).value == 1.0
+print("ok")
+'''
+
+
+def test_registering_a_function_while_another_thread_uses_the_tape_leaves_nothing_behind():
+    """apply registered its function in several C calls (pg_fn_new, pg_fn_set
+    per order, pg_fn_link): when another thread took the tape between them,
+    the new C function stayed, pointing at callback wrappers Python never
+    recorded, and the next deepcopy, pickle or sweep aborted the interpreter
+    ("from_handle ... garbage").  Registration is one C call now.  First
+    another thread is made to take the tape between a registration's first
+    C call and its next, 20 times; then it hammers the tape with sweeps
+    while this one registers.  In a subprocess: the old code aborts."""
+    proc = subprocess.run([sys.executable, "-c", _REGISTER_WHILE_BUSY], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"exit code {proc.returncode}: {proc.stderr[-3000:]}"
+    assert proc.stdout.strip() == "ok", proc.stderr[-3000:]
