@@ -29,7 +29,7 @@ TIMEOUT = 300 if SANITIZED else 120  # seconds a program may run: far above what
 def environment():
     env = dict(os.environ)
     env.setdefault("PYROGRAD_HOSTILE_SCALE", "0.3" if SANITIZED else "1")
-    env.setdefault("PYROGRAD_HOSTILE_SLOWDOWN", "4" if SANITIZED else "1")
+    env.setdefault("PYROGRAD_HOSTILE_SLOWDOWN", "2" if SANITIZED else "1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HOSTILE), env.get("PYTHONPATH")]))
     env["PYTHONFAULTHANDLER"] = "1"  # a crash shows the Python stack
     env.pop("PYTHONWARNINGS", None)

@@ -23,14 +23,13 @@ def df(v):
 def one_round():
     tape = pg.Tape()
     x = tape.term("x", 0.5)
-    stop = threading.Event()
+    growing = threading.Event()
     grower_errors = []
+    extensions = scaled(400, least=100)
 
     def grow():
-        k = 0
         try:
-            while not stop.is_set():
-                k += 1
+            for k in range(extensions):
                 try:
                     leaf = tape.term(f"leaf{k}", float(k))
                     node = leaf * x + 1.0
@@ -39,24 +38,27 @@ def one_round():
                                 names={len(tape): f"bulk{k}"})
                 except pg.TapeBusyError:
                     pass
+                growing.set()
         except BaseException as error:  # noqa: BLE001
             grower_errors.append(error)
+        finally:
+            growing.set()
 
     thread = threading.Thread(target=grow)
     thread.start()
+    growing.wait()
     blobs, busy = [], 0
-    try:
-        for _ in range(scaled(120, least=30)):
-            try:
-                blobs.append(pickle.dumps(tape))
-            except pg.TapeBusyError:
-                busy += 1
-    finally:
-        stop.set()
-        thread.join()
+    while thread.is_alive():  # pickles, for as long as the tape grows
+        try:
+            blob = pickle.dumps(tape)
+            if len(blobs) < 300:
+                blobs.append(blob)
+        except pg.TapeBusyError:
+            busy += 1
+    thread.join()
     assert not grower_errors, grower_errors
     assert blobs, "no pickle was made"
-    print(f"{len(blobs)} pickles, {busy} refused as busy, tape of {len(tape)} nodes")
+    print(f"{len(blobs)} pickles kept, {busy} refused as busy, tape of {len(tape)} nodes")
     final = tape.to_arrays()
     values = tape.values([tape[i] for i in range(len(tape))])
     for blob in blobs:
