@@ -33,6 +33,10 @@ def skip(why):
     sys.exit(0)
 
 
+def _noop():
+    pass
+
+
 class Storm(Exception):
     """What the storm's signal handler raises (besides KeyboardInterrupt)."""
 
@@ -83,6 +87,10 @@ class SignalStorm:
         else:
             self._stop.set()
             self._thread.join()
+            # Signals already sent run their (disarmed) handler at the next
+            # check of the main loop: let them, before Ctrl-C raises again.
+            for _ in range(1000):
+                _noop()
             signal.signal(signal.SIGINT, self._previous)
         return False
 
