@@ -11,12 +11,23 @@ Nodes and sets that the reference declines (a pole, an overflow, a kink too
 close) are not made, so every check has an answer to compare with; IEEE
 behaviour at those points is test_misuse.py's.
 
+Hostile moves too: a user function that fails on negative inputs (a read
+must fail, with its ValueError, exactly when the node read depends on a
+call of it at a negative input: the reference decides, and every other read
+goes on as normal), reads from a second thread while the first sweeps
+(TapeBusyError or the right value), and a storm of signals whose handler
+raises during sweeps that call Python functions (the right value or the
+handler's exception, nothing else).
+
 A short run by default; PYROGRAD_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py
-runs a long one.
+runs a long one (.ci/run sets a longer budget than the default).
 """
 import copy
 import os
 import pickle
+import random
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -49,6 +60,49 @@ UNARY_OPS = {
     "gauss": pg.unary("gauss_u", gauss, dgauss, d2gauss),
 }
 
+
+class Picky(ValueError):
+    """What picky raises."""
+
+
+def picky(x):
+    """cube, but it fails on negative inputs, deterministically (module
+    level, so tapes holding it pickle)."""
+    if x < 0:
+        raise Picky(f"picky({x!r}): negative input")
+    return cube(x)
+
+
+def _plain(spec):
+    """The spec for the reference: picky computes as cube where it does not fail."""
+    return [("call", "cube", n[2]) if n[0] == "call" and n[1] == "picky" else n for n in spec]
+
+
+def _failing(spec, vals, errs):
+    """fails[k]: reading node k raises (it depends on a picky call at a
+    negative input).  Skip where an input is too close to 0 to tell."""
+    fails = []
+    for node in spec:
+        kind = node[0]
+        operands = [node[2]] if kind in ("unary", "call") else [node[2], node[3]] if kind == "binary" else \
+            [node[2]] if kind == "left" else [node[3]] if kind == "right" else []
+        bad = any(fails[k] for k in operands)
+        if kind == "call" and node[1] == "picky" and not bad:
+            x, ex = vals[node[2]], errs[node[2]]
+            if abs(x) <= K * ex + TINY and ex > 0:
+                raise Skip("picky's input too close to 0")
+            bad = x < 0
+        fails.append(bad)
+    return fails
+
+
+PICKY = pg.unary("picky_u", picky, pg.unary("dcube_u", dcube, d2cube))
+
+
+class StormHit(Exception):
+    """What the signal storm's handler raises."""
+
+
 _TERM_UNARY = {"neg": lambda t: -t, "abs": abs, **{op: getattr(pg, op) for op in UNARY if op not in ("neg", "abs")}}
 _TERM_BINARY = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
@@ -76,7 +130,7 @@ class TapeMachine(RuleBasedStateMachine):
     def _add(self, spec_node, make):
         """Builds a node with make() unless the reference declines it."""
         try:
-            reference(self.spec + [spec_node], self.values)
+            reference(_plain(self.spec + [spec_node]), self.values)
         except Skip as why:
             event(f"node declined: {why}")
             return
@@ -154,6 +208,20 @@ class TapeMachine(RuleBasedStateMachine):
         self._add(("call", name, i), make)
 
     @precondition(lambda self: len(self.spec) < MAX_NODES)
+    @rule(how=st.sampled_from(["apply", "apply with d2f", "unary"]), i=node)
+    def add_failing_function(self, how, i):
+        """picky: a user function that raises on negative inputs."""
+        i = self._pick(i)
+        a = self.terms[i]
+        if how == "apply":
+            make = lambda: a.apply("picky", picky, dcube)  # noqa: E731
+        elif how == "apply with d2f":
+            make = lambda: pg.apply(a, "picky", picky, dcube, d2cube)  # noqa: E731
+        else:
+            make = lambda: PICKY(a)  # noqa: E731
+        self._add(("call", "picky", i), make)
+
+    @precondition(lambda self: len(self.spec) < MAX_NODES)
     @rule(op=st.sampled_from(UNARY + BINARY + ["step", "sign", "dmax", "xlog", "powc", "const"]),
           i=node, j=node, c=value)
     def add_by_extend(self, op, i, j, c):
@@ -188,7 +256,7 @@ class TapeMachine(RuleBasedStateMachine):
         values = list(self.values)
         values[k] = v
         try:
-            reference(self.spec, values)
+            reference(_plain(self.spec), values)
         except Skip:
             event("set declined")
             return
@@ -203,30 +271,53 @@ class TapeMachine(RuleBasedStateMachine):
     def _reference(self, out):
         """Values, errors and adjoints from `out`, or None when the reference declines."""
         try:
-            vals, errs, parts = reference(self.spec, self.values)
+            vals, errs, parts = reference(_plain(self.spec), self.values)
             adj, adj_err, needed = adjoints(parts, out)
         except Skip as why:
             event(f"check declined: {why}")
             return None
         return vals, errs, adj, adj_err, needed
 
+    def _fails(self, values=None):
+        """fails[k] for every spec node at these leaf values (the current ones
+        by default), or None when that cannot be told."""
+        try:
+            vals, errs, _ = reference(_plain(self.spec), self.values if values is None else values)
+            return _failing(self.spec, vals, errs)
+        except Skip:
+            return None
+
+    def _read(self, read, fails, what):
+        """read(), which must raise Picky exactly when `fails` (True, False,
+        or None: either); returns its result, or None when it raised."""
+        try:
+            result = read()
+        except Picky:
+            assert fails is not False, f"{what} raised, but it depends on no failing call"
+            event("checked: a failing read")
+            return None
+        assert fails is not True, f"{what} returned {result!r}, but it depends on a failing call"
+        return result
+
     @rule(i=node)
     def check_value(self, i):
         i = self._pick(i)
+        fails = self._fails()
+        value = self._read(lambda: self.terms[i].value, fails and fails[i], f"value of node {i}")
         got = self._reference(i)
-        if got is None:
-            self.terms[i].value  # still a value, not an exception
-            return
+        if got is None or value is None:
+            return  # still a value (or the failure it must be), not another exception
         vals, errs = got[:2]
-        check_value(self.terms[i], vals[i], errs[i])
+        assert abs(value - vals[i]) <= K * errs[i] + TINY, (value, vals[i], errs[i])
         event("checked: value")
 
     @rule(i=node, j=node)
     def check_derive(self, i, j):
         i, j = self._pick(i), self._pick(j)
         got = self._reference(i)
-        result = self.terms[i].derive(self.terms[j])
-        if got is not None:
+        fails = self._fails()
+        result = self._read(lambda: self.terms[i].derive(self.terms[j]), fails and fails[i], f"d{i}/d{j}")
+        if got is not None and result is not None:
             _, _, adj, adj_err, _ = got
             check_grad(result, adj[j] if j <= i else 0.0, adj_err[j], f"d{i}/d{j}")
             event("checked: derive")
@@ -235,7 +326,9 @@ class TapeMachine(RuleBasedStateMachine):
     def check_backprop(self, i):
         i = self._pick(i)
         got = self._reference(i)
-        self.terms[i].backprop()
+        fails = self._fails()
+        if self._read(lambda: self.terms[i].backprop() or True, fails and fails[i], f"backprop {i}") is None:
+            return
         if got is None:
             return
         _, _, adj, adj_err, needed = got
@@ -251,7 +344,14 @@ class TapeMachine(RuleBasedStateMachine):
     def check_grad_graph(self, i, k):
         i, k = self._pick(i), k % len(self.leaves)
         x = self.spec.index(("leaf", k))
-        self.derivatives.append((pg.grad(self.terms[i], self.leaves[k]), i, x))
+        fails = self._fails()
+        # Building may evaluate (constant folding); a derivative graph need
+        # not call picky itself, so it may read fine where node i fails.
+        term = self._read(lambda: pg.grad(self.terms[i], self.leaves[k]), None if fails is None or fails[i] else False,
+                          f"pg.grad of {i}")
+        if term is None:
+            return
+        self.derivatives.append((term, i, x))
         self._check_derivative(*self.derivatives[-1])
 
     @precondition(lambda self: self.derivatives)
@@ -263,8 +363,9 @@ class TapeMachine(RuleBasedStateMachine):
 
     def _check_derivative(self, term, y, x):
         got = self._reference(y)
-        value = term.value
-        if got is not None:
+        fails = self._fails()
+        value = self._read(lambda: term.value, None if fails is None or fails[y] else False, f"pg.grad d{y}/d{x}")
+        if got is not None and value is not None:
             _, _, adj, adj_err, _ = got
             check_grad(value, adj[x] if x <= y else 0.0, adj_err[x], f"grad graph d{y}/d{x}")
             event("checked: pg.grad")
@@ -287,8 +388,12 @@ class TapeMachine(RuleBasedStateMachine):
         rows = np.array(data.draw(st.lists(st.lists(value, min_size=len(self.leaves), max_size=len(self.leaves)),
                                            min_size=1, max_size=4)))
         before = _bits(self.tape.values(self.leaves))
-        result = self.tape.eval_batch([self.terms[i] for i in outputs], self.leaves, rows, threads=threads)
+        result = self._read(lambda: self.tape.eval_batch([self.terms[i] for i in outputs], self.leaves, rows,
+                                                         threads=threads),
+                            self._batch_fails(rows, outputs), "eval_batch")
         assert np.array_equal(_bits(self.tape.values(self.leaves)), before)
+        if result is None:
+            return
         for r, expected in enumerate(self._rows(rows)):
             if expected is None:
                 continue
@@ -297,13 +402,27 @@ class TapeMachine(RuleBasedStateMachine):
                 assert abs(result[r, col] - vals[i]) <= K * errs[i] + TINY, (r, i, result[r, col], vals[i])
             event("checked: eval_batch row")
 
+    def _batch_fails(self, rows, outputs):
+        """Whether a batch of these rows and outputs must fail (or None)."""
+        any_fails = False
+        for row in rows:
+            fails = self._fails(list(row))
+            if fails is None:
+                return None
+            any_fails = any_fails or any(fails[i] for i in outputs)
+        return any_fails
+
     @rule(loss=node, data=st.data(), threads=st.sampled_from([1, 2]), reduction=st.sampled_from(["sum", "mean"]))
     def check_grad_batch(self, loss, data, threads, reduction):
         loss = self._pick(loss)
         rows = np.array(data.draw(st.lists(st.lists(value, min_size=len(self.leaves), max_size=len(self.leaves)),
                                            min_size=1, max_size=4)))
-        total, grads = self.tape.grad_batch(self.terms[loss], self.leaves, rows, self.leaves,
-                                            reduction=reduction, threads=threads)
+        result = self._read(lambda: self.tape.grad_batch(self.terms[loss], self.leaves, rows, self.leaves,
+                                                         reduction=reduction, threads=threads),
+                            self._batch_fails(rows, [loss]), "grad_batch")
+        if result is None:
+            return
+        total, grads = result
         saved = self.values
         want_total = want_err = 0.0
         want_grads, grad_err = np.zeros(len(self.leaves)), np.zeros(len(self.leaves))
@@ -328,6 +447,108 @@ class TapeMachine(RuleBasedStateMachine):
             assert abs(grads[c] - want_grads[c] / scale) <= grad_err[c] / scale + TINY, (c, grads[c], want_grads)
         event("checked: grad_batch")
 
+    # ---- threads and signals ---------------------------------------------------------------
+
+    def _serially(self, read):
+        """read() undisturbed: its result, or "fails"."""
+        try:
+            return read()
+        except Picky:
+            return "fails"
+
+    @staticmethod
+    def _same(got, want):
+        if isinstance(want, str) or isinstance(got, str):
+            return got == want
+        return _bits(np.ravel(got)).tolist() == _bits(np.ravel(want)).tolist()
+
+    @rule(i=node, j=node, threads=st.sampled_from([1, 2]))
+    def check_reads_from_two_threads(self, i, j, threads):
+        """A second thread reads while this one sweeps: TapeBusyError or the right value."""
+        i, j = self._pick(i), self._pick(j)
+        rows = np.array([self.values] * 50)
+        reads = {
+            "value i": lambda: self.terms[i].value,
+            "eval_batch i": lambda: self.tape.eval_batch(self.terms[i], self.leaves, rows, threads=threads),
+            "value j": lambda: self.terms[j].value,
+            "derive j": lambda: self.terms[j].derive(self.leaves[0]),
+        }
+        want = {name: self._serially(read) for name, read in reads.items()}
+        outcomes = {"first": [], "second": []}
+
+        def reader(who, names):
+            for _ in range(10):
+                for name in names:
+                    try:
+                        if who == "first":
+                            self.leaves[0].set(self.values[0])  # stale: the reads sweep again
+                        outcomes[who].append((name, reads[name]()))
+                    except pg.TapeBusyError:
+                        outcomes[who].append((name, "busy"))
+                    except Picky:
+                        outcomes[who].append((name, "fails"))
+                    except BaseException as error:  # noqa: BLE001
+                        outcomes[who].append((name, error))
+
+        second = threading.Thread(target=reader, args=("second", ["value i", "eval_batch i"]))
+        second.start()
+        reader("first", ["value j", "derive j", "eval_batch i"])
+        second.join()
+        for who, results in outcomes.items():
+            for name, got in results:
+                if isinstance(got, str) and got == "busy":
+                    continue
+                assert not isinstance(got, BaseException), (who, name, got)
+                assert self._same(got, want[name]), (who, name, got, want[name])
+        for name, read in reads.items():  # and afterwards, as before
+            assert self._same(self._serially(read), want[name]), name
+        event("checked: reads from two threads")
+
+    @precondition(lambda self: any(n[0] == "call" for n in self.spec))
+    @rule(i=node, threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**32 - 1))
+    def check_under_a_signal_storm(self, i, threads, seed):
+        """Signals whose handler raises, during sweeps that call Python
+        functions: every read gives the right value or the handler's exception."""
+        i = self._pick(i)
+        rows = np.array([self.values] * 100)
+        reads = {
+            "value": lambda: self.terms[i].value,
+            "derive": lambda: self.terms[i].derive(self.leaves[-1]),
+            "eval_batch": lambda: self.tape.eval_batch(self.terms[i], self.leaves, rows, threads=threads),
+        }
+        want = {name: self._serially(read) for name, read in reads.items()}
+        chance = random.Random(seed)
+        armed = [False]
+        hits = [0]
+
+        def on_alarm(signum, frame):
+            if armed[0] and chance.random() < 0.3:
+                hits[0] += 1
+                raise StormHit()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 200e-6, 200e-6)
+        try:
+            for _ in range(10):
+                for name, read in reads.items():
+                    try:
+                        armed[0] = True
+                        self.leaves[0].set(self.values[0])  # stale: the read sweeps
+                        got = self._serially(read)
+                        armed[0] = False
+                    except StormHit:
+                        armed[0] = False
+                        continue
+                    finally:
+                        armed[0] = False
+                    assert self._same(got, want[name]), (name, got, want[name])
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, previous)
+        for name, read in reads.items():  # and afterwards, as before
+            assert self._same(self._serially(read), want[name]), name
+        event(f"checked: a signal storm ({'hit' if hits[0] else 'missed'})")
+
     @rule()
     def check_dot(self):
         text = self.tape.dot()
@@ -337,16 +558,31 @@ class TapeMachine(RuleBasedStateMachine):
 
     # ---- copies ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _every_value(tape):
+        """The bits of every node's value, "fails" for a node whose read fails."""
+        try:
+            return _bits(tape.values([tape[i] for i in range(len(tape))])).tolist()
+        except Picky:
+            pass
+        values = []
+        for i in range(len(tape)):
+            try:
+                values.append(int(_bits([tape[i].value])[0]))
+            except Picky:
+                values.append("fails")
+        return values
+
     def _replace_with(self, copy_of):
         old = self.tape
-        before = _bits(old.values([old[i] for i in range(len(old))]))
+        before = self._every_value(old)
         names = old.to_arrays()["names"]
         terms, leaves, derivatives = copy_of((self.terms, self.leaves, [d[0] for d in self.derivatives]))
         tape = terms[0].tape
         assert tape is not old and all(t.tape is tape for t in terms + leaves + derivatives)
         assert len(tape) == len(old)
         assert tape.to_arrays()["names"] == names
-        assert np.array_equal(_bits(tape.values([tape[i] for i in range(len(tape))])), before)
+        assert self._every_value(tape) == before
         self.tape, self.terms, self.leaves = tape, terms, leaves
         self.derivatives = [(d, y, x) for d, (_, y, x) in zip(derivatives, self.derivatives)]
 
