@@ -19,10 +19,13 @@
  * sweep, in the same order, so one thread gives the result of a Python loop
  * of set and backprop to the last bit.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "tape.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 /* Rows per block.  A block runs every instruction of the plan over its
    rows, so more rows spread each instruction's overhead thinner, as long as
@@ -93,12 +96,20 @@ typedef struct batch {
     size_t n_wrt;
 } batch;
 
+/* The threads a batch started, which the calling thread waits for. */
+typedef struct crew {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int running;
+} crew;
+
 /* One thread's share and workspace. */
 typedef struct worker {
     const batch *job;
     pg_sweep sweep;
     pg_poll *poll;      /* the calling thread's, for the progress handler; else NULL */
-    int stopped;        /* by an interrupt, between blocks */
+    int stopped;        /* by an interrupt, between segments of a block */
+    crew *crew;         /* of the run, for a started thread */
     size_t r0, r1;
     void *memory;       /* the workspace's allocation; val starts at its first 64-byte line */
     double *val, *grad; /* slots x R each */
@@ -110,7 +121,14 @@ typedef struct worker {
 
 /* ---- the block interpreter, generated from the op table ---------------------- */
 
-#define call(order, x) pg__call(s, ib, (order), (x))
+/* A user function, unless the call has been stopped: a Python function may
+   take milliseconds a row, and the thread Ctrl-C stops may be another. */
+static inline double batch_call(pg_sweep *s, uint32_t fn, int order, double x)
+{
+    if (atomic_load_explicit(&s->t->interrupted, memory_order_relaxed)) return NAN;
+    return pg__call(s, fn, order, x);
+}
+#define call(order, x) batch_call(s, ib, (order), (x))
 
 /* The loops run over nv rows, nr rounded up to whole vectors when the
    block's rows are (whole = 1): in chunks of PG_LINE, each of which the
@@ -145,10 +163,11 @@ typedef struct worker {
 #endif
 
 static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, const batch *job, double *val,
-                                                                size_t nr, size_t nv, int whole)
+                                                                size_t from, size_t to, size_t nr, size_t nv,
+                                                                int whole)
 {
     const size_t R = job->block;
-    for (size_t k = 0; k < job->n_fwd; k++) {
+    for (size_t k = from; k < to; k++) {
         const instr in = job->fwd[k];
         const uint32_t ib = in.b;
         double *restrict V = val + (size_t)in.i * R;
@@ -231,10 +250,11 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     else EACH_ROW GS[r] += (term)
 
 static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, const batch *job, const double *val,
-                                                                double *grad, size_t nr, size_t nv, int whole)
+                                                                double *grad, size_t from, size_t to, size_t nr,
+                                                                size_t nv, int whole)
 {
     const size_t R = job->block;
-    for (size_t k = 0; k < job->n_rev; k++) {
+    for (size_t k = from; k < to; k++) {
         const instr in = job->rev[k];
         const uint32_t ib = in.b;
         /* Slots i and a differ, and values never alias grads. */
@@ -271,18 +291,20 @@ static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, cons
 
 static size_t whole_lines(size_t n) { return (n + PG_LINE - 1) / PG_LINE * PG_LINE; }
 
+/* Instructions [from, to) of the forward (reverse) plan over a block's rows. */
 PG_VECTOR_CLONES
-static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
+static void forward_block(pg_sweep *s, const batch *job, double *val, size_t from, size_t to, size_t nr)
 {
-    if (job->block % PG_LINE == 0) forward_rows(s, job, val, nr, whole_lines(nr), 1);
-    else forward_rows(s, job, val, nr, nr, 0);
+    if (job->block % PG_LINE == 0) forward_rows(s, job, val, from, to, nr, whole_lines(nr), 1);
+    else forward_rows(s, job, val, from, to, nr, nr, 0);
 }
 
 PG_VECTOR_CLONES
-static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
+static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t from, size_t to,
+                          size_t nr)
 {
-    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, nr, whole_lines(nr), 1);
-    else reverse_rows(s, job, val, grad, nr, nr, 0);
+    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, from, to, nr, whole_lines(nr), 1);
+    else reverse_rows(s, job, val, grad, from, to, nr, nr, 0);
 }
 
 /* ---- running rows ------------------------------------------------------------ */
@@ -296,30 +318,53 @@ static void load_row(const batch *job, double *val, size_t row, size_t r)
         if (job->input_slot[k] != NONE) val[(size_t)job->input_slot[k] * R + r] = data[k];
 }
 
+/* A block runs its plans in segments of about this many instruction-rows
+   (a row of a model of millions of nodes takes milliseconds), and between
+   two it stops after a failure or an interrupt. */
+#define PG_SEGMENT (1u << 16)
+
+/* Whether the block stops before its next segment: after a failure (in
+   w->sweep), or an interrupt (which sets w->stopped). */
+static int block_stops(worker *w, size_t instrs)
+{
+    if (w->sweep.status) return 1;
+    return w->stopped = pg__stop(w->sweep.t, w->poll, (uint64_t)instrs * w->job->block);
+}
+
 /* Forward, and for a gradient reverse, over the first nr slots. */
 static void sweep_block(worker *w, size_t nr)
 {
     const batch *job = w->job;
-    const size_t R = job->block;
-    forward_block(&w->sweep, job, w->val, nr);
-    if (job->output_slot) return;
+    const size_t R = job->block, step = R < PG_SEGMENT ? PG_SEGMENT / R : 1;
+    for (size_t k = 0; k < job->n_fwd; k += step) {
+        if (k > 0 && block_stops(w, step)) return;
+        forward_block(&w->sweep, job, w->val, k, job->n_fwd - k > step ? k + step : job->n_fwd, nr);
+    }
+    if (job->output_slot || w->sweep.status) return;
     for (size_t k = 0; k < job->n_zero; k++)
         memset(w->grad + (size_t)job->zero[2 * k] * R, 0,
                (size_t)(job->zero[2 * k + 1] - job->zero[2 * k]) * R * sizeof *w->grad);
     for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss_slot * R + r] = 1.0;
-    reverse_block(&w->sweep, job, w->val, w->grad, nr);
+    for (size_t k = 0; k < job->n_rev; k += step) {
+        if (k > 0 && block_stops(w, step)) return;
+        reverse_block(&w->sweep, job, w->val, w->grad, k, job->n_rev - k > step ? k + step : job->n_rev, nr);
+    }
 }
 
 /* A block runs node by node, so the failure it meets first need not be in
    its first failing row.  It is run again a row at a time, to report the
-   failure a Python loop over the rows would meet. */
+   failure a Python loop over the rows would meet.  Not after a callback
+   asked to stop the call (a negative code: Ctrl-C), nor for one row. */
 static void find_first_failure(worker *w, size_t r0, size_t nr)
 {
     pg_sweep first = w->sweep;
+    if ((first.status == PG_ECALLBACK && first.code < 0) || nr == 1) return;
     for (size_t r = 0; r < nr; r++) {
         w->sweep.status = PG_OK;
+        w->sweep.code = 0;
         load_row(w->job, w->val, r0 + r, 0);
         sweep_block(w, 1);
+        if (w->stopped) break;
         if (w->sweep.status) return;
     }
     w->sweep = first; /* a function that failed once and not again */
@@ -376,11 +421,13 @@ static void run_rows(worker *w)
         if (w->sweep.status) {
             find_first_failure(w, r0, nr);
             /* The failure of the first share is the one reported, whatever
-               the others meet: they may stop (a KeyboardInterrupt raised in
-               a Python function on the calling thread ends up here). */
-            if (w->r0 == 0) atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
+               the others meet, so they may stop; so may they when a
+               callback asked to stop the call (Ctrl-C in a Python function). */
+            if (w->r0 == 0 || (w->sweep.status == PG_ECALLBACK && w->sweep.code < 0))
+                atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
             return;
         }
+        if (w->stopped) return;
         if (job->output_slot) {
             for (size_t r = 0; r < nr; r++) {
                 double *out = job->result + (r0 + r) * job->n_out;
@@ -397,8 +444,41 @@ static void run_rows(worker *w)
 
 static void *thread_main(void *arg)
 {
-    run_rows(arg);
+    worker *w = arg;
+    run_rows(w);
+    pthread_mutex_lock(&w->crew->lock);
+    w->crew->running--;
+    pthread_cond_signal(&w->crew->done);
+    pthread_mutex_unlock(&w->crew->lock);
     return NULL;
+}
+
+/* Waits until the crew's threads have ended, running the progress handler
+   meanwhile (Python runs Ctrl-C's handler on its main thread only, which
+   would otherwise sit in pthread_join until the whole batch ends).  When
+   the handler stops the call, the threads stop at their next check. */
+static void wait_for(crew *c, pg_tape *t, pg_poll *poll)
+{
+    int stopped = 0;
+    pthread_mutex_lock(&c->lock);
+    while (c->running > 0) {
+        if (!poll || !t->progress || stopped) {
+            pthread_cond_wait(&c->done, &c->lock);
+            continue;
+        }
+        /* A look a few times a handler interval: Ctrl-C waits at most that
+           longer than in the calling thread's own rows. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long ns = until.tv_nsec + (long)(t->progress_ms > 4 ? t->progress_ms / 4 : 1) * 1000000L;
+        until.tv_sec += ns / 1000000000L;
+        until.tv_nsec = ns % 1000000000L;
+        if (pthread_cond_timedwait(&c->done, &c->lock, &until) != ETIMEDOUT) continue;
+        pthread_mutex_unlock(&c->lock); /* the handler may wait for a callback on another thread */
+        stopped = pg__progress(t, poll);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* ---- plans ------------------------------------------------------------------- */
@@ -421,16 +501,45 @@ typedef struct request {
     size_t n_wrt;
 } request;
 
+/* Planning walks every node below the top, tens of milliseconds for ten
+   million: each loop over nodes or instructions checks for an interrupt
+   every 2^16 steps (at step k, k a multiple of that), and stops when one
+   came.  The planner then frees what it made. */
+typedef struct planner {
+    pg_tape *t;
+    pg_poll *poll;
+    int stopped;
+} planner;
+
+static int plan_stops(planner *p, size_t k)
+{
+    if ((k & 0xFFFF) == 0 && !p->stopped) p->stopped = pg__stop(p->t, p->poll, 0x10000);
+    return p->stopped;
+}
+
+/* memset(memory, 0, size) a megabyte at a time, with a check between (a
+   workspace of a model of millions of nodes takes tens of megabytes, and
+   fresh pages fault in); 1 when it stopped. */
+static int plan_clears(planner *p, void *memory, size_t size)
+{
+    for (size_t at = 0, piece = 1u << 20; at < size; at += piece) {
+        if (plan_stops(p, 0)) return 1;
+        memset((char *)memory + at, 0, size - at < piece ? size - at : piece);
+    }
+    return 0;
+}
+
 /* The op nodes in [from, top] that the marked nodes need, in evaluation
    order (backward = 0) or reverse order (backward = 1).  mark[i] says that
    node i is needed; it is spread to the operands here, so afterwards every
    node the plan reads is marked.  Returns the count written to plan, whose
    entries still hold node indices. */
-static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t top, int backward,
-                        instr *plan)
+static size_t make_plan(planner *p, uint8_t *mark, uint32_t from, uint32_t top, int backward, instr *plan)
 {
+    const pg_tape *t = p->t;
     size_t n = 0;
     for (uint32_t i = top + 1; i-- > from;) {
+        if (plan_stops(p, i)) return 0;
         if (!mark[i]) continue;
         int operands = pg_op_arity(t->op[i]);
         if (operands == 0) continue; /* a leaf or constant: nothing to run */
@@ -449,9 +558,10 @@ static size_t make_plan(const pg_tape *t, uint8_t *mark, uint32_t from, uint32_t
 
 /* Renumbers a plan's node indices as slots (but not the factors of fused
    chains: factor_slots does). */
-static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t n)
+static void to_slots(planner *p, const uint32_t *slot, instr *plan, size_t n)
 {
-    for (size_t k = 0; k < n; k++) {
+    const pg_tape *t = p->t;
+    for (size_t k = 0; k < n && !plan_stops(p, k); k++) {
         plan[k].a = slot[plan[k].a];
         if (plan[k].op != PG_PLAN_DOT && pg_op_arity(t->op[plan[k].i]) == 2) plan[k].b = slot[plan[k].b];
         plan[k].i = slot[plan[k].i];
@@ -461,10 +571,10 @@ static void to_slots(const pg_tape *t, const uint32_t *slot, instr *plan, size_t
 /* Renumbers the factors of the fused chains in a forward plan as slots
    (the reverse plan shares them).  fixed[i] says node i is the same in
    every row. */
-static void factor_slots(const uint32_t *slot, const uint8_t *fixed, const instr *fwd, size_t n,
+static void factor_slots(planner *p, const uint32_t *slot, const uint8_t *fixed, const instr *fwd, size_t n,
                          size_t slots, uint32_t *pairs)
 {
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < n && !plan_stops(p, k); k++) {
         if (fwd[k].op != PG_PLAN_DOT) continue;
         uint32_t *pq = pairs + fwd[k].b;
         for (uint32_t j = 1; j <= 2 * pq[0]; j++)
@@ -474,15 +584,15 @@ static void factor_slots(const uint32_t *slot, const uint8_t *fixed, const instr
 
 /* row[s]: whether a plan reads slot s's values as a row (everything but
    the factors of fused chains, unless all_rows: then those too). */
-static void read_as_rows(const batch *job, int all_rows, uint8_t *row)
+static void read_as_rows(planner *p, const batch *job, int all_rows, uint8_t *row)
 {
     memset(row, all_rows, job->slots);
-    for (size_t k = 0; k < job->n_fwd; k++) {
+    for (size_t k = 0; k < job->n_fwd && !plan_stops(p, k); k++) {
         const instr in = job->fwd[k];
         row[in.a] = 1;
         if (in.op != PG_PLAN_DOT && pg_op_arity(in.op) == 2) row[in.b] = 1;
     }
-    for (size_t k = 0; k < job->n_rev; k++) {
+    for (size_t k = 0; k < job->n_rev && !plan_stops(p, k); k++) {
         const instr in = job->rev[k];
         if (in.op == PG_PLAN_DOT) continue; /* it reads values of the factors only */
         row[in.i] = row[in.a] = 1;
@@ -516,14 +626,14 @@ static int adds(instr c, uint32_t x, uint32_t y)
    for the nodes whose grad only a chain writes (see batch.once); returns
    the length of pairs used. */
 #define PINNED (1u << 31) /* in uses: a node asked for, which keeps its slot */
-static size_t fuse_chains(const request *req, uint8_t *mark, uint8_t *once, uint32_t *uses,
+static size_t fuse_chains(planner *p, const request *req, uint8_t *mark, uint8_t *once, uint32_t *uses,
                           uint32_t *fused_at, instr *fwd, size_t *n_fwd, instr *rev, size_t *n_rev,
                           uint32_t *pairs)
 {
     size_t nodes = (size_t)req->top + 1;
-    memset(uses, 0, nodes * sizeof *uses);
-    memset(once, 0, nodes);
+    if (plan_clears(p, uses, nodes * sizeof *uses) || plan_clears(p, once, nodes)) return 0;
     for (size_t k = 0; k < *n_fwd; k++) {
+        if (plan_stops(p, k)) return 0;
         uses[fwd[k].a]++;
         if (pg_op_arity(fwd[k].op) == 2) uses[fwd[k].b]++;
     }
@@ -540,6 +650,7 @@ static size_t fuse_chains(const request *req, uint8_t *mark, uint8_t *once, uint
 
     size_t n = *n_fwd, w = 0, used = 0;
     for (size_t k = 0; k < n;) {
+        if (plan_stops(p, w)) return 0; /* w counts the iterations */
         instr m = fwd[k];
         if (!(k + 1 < n && m.op == PG_OP_MUL && INNER(m.i) && fwd[k + 1].op == PG_OP_ADD &&
               (fwd[k + 1].a == m.i || fwd[k + 1].b == m.i))) {
@@ -577,6 +688,7 @@ static size_t fuse_chains(const request *req, uint8_t *mark, uint8_t *once, uint
     /* The reverse plan: the last node of a chain runs it, inner ones go. */
     w = 0;
     for (size_t k = 0; k < *n_rev; k++) {
+        if (plan_stops(p, k)) return 0;
         uint32_t i = rev[k].i;
         if (!mark[i]) continue;
         rev[w++] = i >= req->from && fused_at[i] != NONE ? fwd[fused_at[i]] : rev[k];
@@ -651,12 +763,12 @@ static int planned_for(const pg_batch *b, const request *req, int threads, int m
            same_nodes(a->outputs, req->outputs, req->n_out) && same_nodes(a->wrt, req->wrt, req->n_wrt);
 }
 
-static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_batch **out);
+static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_poll *poll, pg_batch **out);
 
 /* The request's batch: the one the tape kept, if it was planned for the
    same request, else a new plan.  Every index in req has been checked by
    the caller. */
-static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_batch **out)
+static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_poll *poll, pg_batch **out)
 {
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     pg_batch *last = t->last_batch;
@@ -667,22 +779,22 @@ static int open_batch(pg_tape *t, const request *req, int threads, int mean, pg_
         *out = last;
         return PG_OK;
     }
-    return plan_batch(t, req, threads, mean, out);
+    return plan_batch(t, req, threads, mean, poll, out);
 }
 
 /* A penalty (grad_batch's term of the parameters alone) runs as a batch of
    one row, in which every op node of it is computed (from = 0): its sums
    of squares are fused chains, several times faster than a scalar sweep. */
-static int plan_penalty(pg_tape *t, const request *req, pg_batch **out)
+static int plan_penalty(pg_tape *t, const request *req, pg_poll *poll, pg_batch **out)
 {
     static const double no_data[1];
     request pen = {.data = no_data, .rows = 1, .top = req->penalty, .from = 0, .loss = req->penalty,
                    .bottom = req->bottom, .penalty = NONE, .wrt = req->wrt, .n_wrt = req->n_wrt};
-    return plan_batch(t, &pen, 1, 0, out);
+    return plan_batch(t, &pen, 1, 0, poll, out);
 }
 
 /* Plans the request and allocates its workers. */
-static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_batch **out)
+static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_poll *poll, pg_batch **out)
 {
     int threads_asked = threads;
     if ((size_t)threads > req->rows) threads = req->rows ? (int)req->rows : 1;
@@ -727,6 +839,7 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     b->asked.outputs = req->outputs ? asked + req->n_in : NULL;
     b->asked.wrt = b->wrt;
     batch *job = &b->job;
+    planner p = {t, poll, 0};
     *job = (batch){.data = req->data, .rows = req->rows, .n_in = req->n_in, .input_slot = input_slot,
                    .fwd = fwd, .rev = rev, .fixed_slot = fixed_slot, .fixed_node = fixed_node,
                    .n_out = req->n_out, .result = req->result, .n_wrt = req->n_wrt,
@@ -734,10 +847,10 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
 
     /* The reverse plan first, while mark holds only its cone: which wrt
        nodes the loss depends on. */
-    memset(mark, 0, nodes);
+    if (plan_clears(&p, mark, nodes)) goto stopped;
     if (grads) {
         mark[req->loss] = 1;
-        job->n_rev = make_plan(t, mark, req->bottom + 1, req->loss, 1, rev);
+        job->n_rev = make_plan(&p, mark, req->bottom + 1, req->loss, 1, rev);
         for (size_t k = 0; k < req->n_wrt; k++)
             wrt_slot[k] = req->wrt[k] <= req->loss && mark[req->wrt[k]] ? 0 : NONE;
     } else {
@@ -745,12 +858,14 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     }
     /* The forward plan adds what rows compute to the marks (a superset of
        the reverse cone above the first input). */
-    job->n_fwd = make_plan(t, mark, req->from, req->top, 0, fwd);
-    fuse_chains(req, mark, once_node, slot, slot + nodes, fwd, &job->n_fwd, rev, &job->n_rev, pairs);
+    job->n_fwd = make_plan(&p, mark, req->from, req->top, 0, fwd);
+    fuse_chains(&p, req, mark, once_node, slot, slot + nodes, fwd, &job->n_fwd, rev, &job->n_rev, pairs);
+    if (p.stopped) goto stopped;
 
     /* Slots in node order, for every marked node. */
     uint32_t slots = 0;
     for (size_t i = 0; i < nodes; i++) {
+        if (plan_stops(&p, i)) goto stopped;
         if (!mark[i]) {
             slot[i] = NONE;
             continue;
@@ -766,8 +881,9 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
         while (k < slots && !once[k]) k++;
         zero[2 * job->n_zero++ + 1] = k;
     }
-    to_slots(t, slot, fwd, job->n_fwd);
-    to_slots(t, slot, rev, job->n_rev);
+    to_slots(&p, slot, fwd, job->n_fwd);
+    to_slots(&p, slot, rev, job->n_rev);
+    if (p.stopped) goto stopped;
     for (size_t k = 0; k < req->n_in; k++) input_slot[k] = req->inputs[k] <= req->top ? slot[req->inputs[k]] : NONE;
     for (size_t k = 0; k < req->n_out; k++) output_slot[k] = slot[req->outputs[k]];
     if (grads) {
@@ -781,14 +897,14 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
        at or above from, and every op node there is in the forward plan). */
     for (size_t k = 0; k < req->n_in; k++)
         if (input_slot[k] != NONE) mark[req->inputs[k]] = 2;
-    for (size_t i = 0; i < nodes; i++)
+    for (size_t i = 0; i < nodes && !plan_stops(&p, i); i++)
         mark[i] = mark[i] == 1 && (i < req->from || pg_op_arity(t->op[i]) == 0);
     /* Those read as rows come first; the factors of fused chains only are
        read as one number (UNIFORM), and a block fills one number of them. */
     uint8_t *row = once_node; /* by slot, now */
-    read_as_rows(job, slots > UNIFORM, row);
+    read_as_rows(&p, job, slots > UNIFORM, row);
     for (int rows = 1; rows >= 0; rows--) {
-        for (size_t i = 0; i < nodes; i++)
+        for (size_t i = 0; i < nodes && !plan_stops(&p, i); i++)
             if (mark[i] && row[slot[i]] == rows) {
                 fixed_slot[job->n_fixed] = slot[i];
                 fixed_node[job->n_fixed++] = (uint32_t)i;
@@ -796,9 +912,12 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
             }
         if (rows) job->n_fixed_rows = job->n_fixed;
     }
-    factor_slots(slot, mark, fwd, job->n_fwd, slots, pairs);
+    factor_slots(&p, slot, mark, fwd, job->n_fwd, slots, pairs);
+    if (p.stopped) goto stopped;
     pg__alloc(t, mark, 0);
     pg__alloc(t, slot, 0);
+    mark = NULL;
+    slot = NULL;
 
     size_t per_node = grads ? 2 : 1, room = slots ? slots : 1;
     size_t row_bytes = room * per_node * sizeof(double);
@@ -823,15 +942,18 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
         int k = b->threads;
         void *memory = pg__alloc(t, NULL, (doubles + PG_LINE) * sizeof(double));
         if (!memory) goto nomem;
-        memset(memory, 0, (doubles + PG_LINE) * sizeof(double)); /* rows past a block's end are read */
+        if (plan_clears(&p, memory, (doubles + PG_LINE) * sizeof(double))) { /* rows past a block's end are read */
+            pg__alloc(t, memory, 0);
+            goto stopped;
+        }
         double *block = (double *)(((uintptr_t)memory + PG_LINE * sizeof(double) - 1) &
                                    ~(uintptr_t)(PG_LINE * sizeof(double) - 1));
-        b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, NULL, 0, req->rows * k / threads,
-                           req->rows * (k + 1) / threads, memory, block, grads ? block + room * R : NULL,
-                           block + doubles - req->n_wrt, 0.0, 0, 0};
+        b->w[k] = (worker){.job = job, .sweep = {t, PG_OK, 0, 0, 0}, .r0 = req->rows * k / threads,
+                           .r1 = req->rows * (k + 1) / threads, .memory = memory, .val = block,
+                           .grad = grads ? block + room * R : NULL, .grad_sum = block + doubles - req->n_wrt};
     }
     if (req->penalty != NONE) {
-        int rc = plan_penalty(t, req, &b->penalty_batch);
+        int rc = plan_penalty(t, req, poll, &b->penalty_batch);
         if (rc) {
             pg__batch_free(b);
             return rc;
@@ -844,6 +966,12 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
 nomem:
     pg__batch_free(b);
     return pg__fail(t, PG_ENOMEM, "out of memory for a batch over %zu nodes and %d threads", nodes, threads);
+
+stopped:
+    if (mark) pg__alloc(t, mark, 0);
+    if (slot) pg__alloc(t, slot, 0);
+    pg__batch_free(b);
+    return pg__interrupted(t);
 }
 
 /* Runs every row once, from the tape's current values.  poll is the calling
@@ -872,32 +1000,46 @@ static int run_batch(pg_batch *b, pg_poll *poll)
         memset(w->grad_sum, 0, job->n_wrt * sizeof *w->grad_sum);
         w->loss_sum = 0.0;
         w->sweep.status = PG_OK;
+        w->sweep.code = 0;
         w->stopped = 0;
         w->poll = NULL;
     }
 
-    for (int k = 1; k < b->threads; k++)
-        b->w[k].started = pthread_create(&b->w[k].thread, NULL, thread_main, &b->w[k]) == 0;
+    crew c = {.running = 0};
+    if (b->threads > 1) {
+        pthread_mutex_init(&c.lock, NULL);
+        pthread_cond_init(&c.done, NULL);
+        pthread_mutex_lock(&c.lock);
+        for (int k = 1; k < b->threads; k++) {
+            b->w[k].crew = &c;
+            b->w[k].started = pthread_create(&b->w[k].thread, NULL, thread_main, &b->w[k]) == 0;
+            c.running += b->w[k].started;
+        }
+        pthread_mutex_unlock(&c.lock);
+    }
     if (b->threads) {
         b->w[0].poll = poll;
         run_rows(&b->w[0]);
     }
-    for (int k = 1; k < b->threads; k++) {
-        if (b->w[k].started) pthread_join(b->w[k].thread, NULL);
-        else { /* no thread to be had: do its share here */
+    for (int k = 1; k < b->threads; k++)
+        if (!b->w[k].started) { /* no thread to be had: do its share here */
             b->w[k].poll = poll;
             run_rows(&b->w[k]);
         }
+    if (b->threads > 1) {
+        wait_for(&c, t, poll);
+        for (int k = 1; k < b->threads; k++)
+            if (b->w[k].started) pthread_join(b->w[k].thread, NULL);
+        pthread_cond_destroy(&c.done);
+        pthread_mutex_destroy(&c.lock);
     }
 
     /* A failure in a row comes before an interrupt: a loop over the rows
-       would have met it. */
-    int stopped = 0;
-    for (int k = 0; k < b->threads; k++) {
+       would have met it.  An interrupt during the call stops it, even
+       where it only kept user functions from running (batch_call). */
+    for (int k = 0; k < b->threads; k++)
         if (b->w[k].sweep.status) return pg__sweep_failure(&b->w[k].sweep);
-        if (b->w[k].stopped) stopped = 1;
-    }
-    return stopped ? pg__interrupted(t) : PG_OK;
+    return atomic_load_explicit(&t->interrupted, memory_order_relaxed) ? pg__interrupted(t) : PG_OK;
 }
 
 /* ---- eval_batch and grad_batch ------------------------------------------------- */
@@ -929,9 +1071,9 @@ static int eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const u
     if (threads < 1) return pg__fail(t, PG_EINVAL, "threads must be at least 1, not %d", threads);
     if (n_out == 0 || rows == 0) return PG_OK;
     pg_batch *b;
-    rc = open_batch(t, &req, threads, 0, &b);
-    if (rc) return rc;
     pg_poll poll = {0, 0};
+    rc = open_batch(t, &req, threads, 0, &poll, &b);
+    if (rc) return rc;
     rc = run_batch(b, &poll);
     pg__batch_close(b);
     return rc;
@@ -945,7 +1087,8 @@ int pg_eval_batch(pg_tape *t, const uint32_t *outputs, size_t n_out, const uint3
 
 /* Fails unless node `penalty` is the same for every row: it must not
    depend on an input. */
-static int check_penalty(pg_tape *t, uint32_t penalty, const uint32_t *inputs, size_t n_in, uint32_t from)
+static int check_penalty(pg_tape *t, uint32_t penalty, const uint32_t *inputs, size_t n_in, uint32_t from,
+                         pg_poll *poll)
 {
     if (penalty < from) return PG_OK; /* built before any input */
     size_t n = (size_t)penalty - from + 1;
@@ -954,6 +1097,10 @@ static int check_penalty(pg_tape *t, uint32_t penalty, const uint32_t *inputs, s
     memset(mark, 0, n);
     mark[n - 1] = 1;
     for (uint32_t i = penalty + 1; i-- > from;) {
+        if ((i & 0xFFFF) == 0 && pg__stop(t, poll, 0x10000)) {
+            pg__alloc(t, mark, 0);
+            return pg__interrupted(t);
+        }
         if (!mark[i - from]) continue;
         int operands = pg_op_arity(t->op[i]);
         if (operands >= 1 && t->a[i] >= from) mark[t->a[i] - from] = 1;
@@ -971,7 +1118,7 @@ static int check_penalty(pg_tape *t, uint32_t penalty, const uint32_t *inputs, s
 
 int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
                         const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
-                        int threads, pg_batch **out)
+                        int threads, pg_poll *poll, pg_batch **out)
 {
     request req = {.inputs = inputs, .n_in = n_in, .data = data, .rows = rows, .top = loss,
                    .loss = loss, .bottom = loss, .penalty = NONE, .wrt = wrt, .n_wrt = n_wrt};
@@ -986,12 +1133,12 @@ int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32
         if (penalty >= (int64_t)t->n)
             return pg__fail(t, PG_EINVAL, "the penalty, node %lld, does not exist (the tape has %u nodes)",
                             (long long)penalty, (unsigned)t->n);
-        rc = check_penalty(t, (uint32_t)penalty, inputs, n_in, req.from);
+        rc = check_penalty(t, (uint32_t)penalty, inputs, n_in, req.from, poll);
         if (rc) return rc;
         req.penalty = (uint32_t)penalty;
     }
     if (mean && rows == 0) return pg__fail(t, PG_EINVAL, "the mean of no rows is undefined");
-    return open_batch(t, &req, threads, mean, out);
+    return open_batch(t, &req, threads, mean, poll, out);
 }
 
 int pg__batch_grad(pg_batch *b, pg_poll *poll, double *loss_out, double *grads_out)
@@ -1032,9 +1179,9 @@ static int grad_batch(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t
                       double *loss_out, double *grads_out)
 {
     pg_batch *b;
-    int rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, wrt, n_wrt, mean, threads, &b);
-    if (rc) return rc;
     pg_poll poll = {0, 0};
+    int rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, wrt, n_wrt, mean, threads, &poll, &b);
+    if (rc) return rc;
     rc = pg__batch_grad(b, &poll, loss_out, grads_out);
     pg__batch_close(b);
     return rc;

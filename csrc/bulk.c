@@ -33,13 +33,21 @@ static int check_node(pg_tape *t, const uint8_t *op, const uint32_t *a, const ui
     return PG_OK;
 }
 
+/* An import of millions of nodes takes a fraction of a second: its loops
+   check for an interrupt every 2^16 nodes, and it then appends nothing. */
+static int stops(pg_tape *t, pg_poll *poll, uint32_t k)
+{
+    return (k & 0xFFFF) == 0xFFFF && pg__stop(t, poll, 0x10000);
+}
+
 /* Checks the names of an import: nodes in increasing order, each a new leaf
    or constant, and n_names strings inside names[0, size). */
 static int check_names(pg_tape *t, uint32_t n, const uint8_t *op, uint32_t n_names, const uint32_t *named,
-                       const char *names, size_t size)
+                       const char *names, size_t size, pg_poll *poll)
 {
     size_t at = 0;
     for (uint32_t k = 0; k < n_names; k++) {
+        if (stops(t, poll, k)) return pg__interrupted(t);
         uint32_t j = named[k];
         if (j < t->n || j - t->n >= n || (k > 0 && j <= named[k - 1]))
             return pg__fail(t, PG_EINVAL, "name %u: node %u is not a new node after the previous name",
@@ -69,11 +77,13 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
     if (t->n + (uint64_t)n > PG_MAX_NODES)
         return pg__fail(t, PG_ENOMEM, "a tape holds at most %llu nodes, %llu were asked for",
                         (unsigned long long)PG_MAX_NODES, (unsigned long long)t->n + n);
+    pg_poll poll = {0, 0};
     for (uint32_t j = t->n; j < t->n + n; j++) {
         int rc = check_node(t, op, a, b, j);
         if (rc) return rc;
+        if (stops(t, &poll, j - t->n)) return pg__interrupted(t);
     }
-    int rc = check_names(t, n, op, n_names, named, names, names_size);
+    int rc = check_names(t, n, op, n_names, named, names, names_size, &poll);
     if (rc) return rc;
 
     /* Everything that can fail to allocate comes first: the names' room and
@@ -95,6 +105,10 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         if (!copies) return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
         const char *name = names;
         for (uint32_t k = 0; k < n_names; k++) {
+            if (stops(t, &poll, k)) {
+                free_copies(t, copies, k);
+                return pg__interrupted(t);
+            }
             size_t len = strlen(name) + 1;
             copies[k] = pg__alloc(t, NULL, len);
             if (!copies[k]) {
@@ -117,8 +131,13 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         }
     }
 
+    /* The nodes are written past the end, and count once n covers them. */
     uint32_t first = t->n, first_op = UINT32_MAX;
     for (uint32_t k = 0; k < n; k++) {
+        if (stops(t, &poll, k)) {
+            if (copies) free_copies(t, copies, n_names);
+            return pg__interrupted(t);
+        }
         uint32_t j = first + k;
         int code = op[k], arity = pg_op_arity(code);
         /* Operands an op does not have are stored as 0, as pg_unary stores them. */

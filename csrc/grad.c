@@ -59,8 +59,10 @@ static void index_insert(pg_tape *t, uint32_t i)
 }
 
 /* Makes room for `more` nodes in the index and adds the nodes it lacks.
-   Leaves are never indexed: two leaves are two variables. */
-static int index_update(pg_tape *t, uint32_t more)
+   Leaves are never indexed: two leaves are two variables.  Indexing ten
+   million nodes takes a fraction of a second: an interrupt stops it, the
+   index holding nodes [0, indexed). */
+static int index_update(pg_tape *t, uint32_t more, pg_poll *poll)
 {
     uint64_t need = ((uint64_t)t->n + more) * 2;
     if (need > t->index_cap) {
@@ -69,15 +71,25 @@ static int index_update(pg_tape *t, uint32_t more)
         if (cap > UINT32_MAX) return PG_ENOMEM;
         uint32_t *index = pg__alloc(t, NULL, (size_t)cap * sizeof *index);
         if (!index) return PG_ENOMEM;
+        /* Emptied a megabyte at a time, with a check between: fresh pages
+           fault in, a tenth of a second for a hundred million slots. */
+        for (size_t at = 0, piece = 1u << 18; at < cap; at += piece) {
+            if (pg__stop(t, poll, 0x10000)) {
+                pg__alloc(t, index, 0);
+                return PG_EINTERRUPT;
+            }
+            memset(index + at, 0xff, (cap - at < piece ? cap - at : piece) * sizeof *index);
+        }
         pg__alloc(t, t->index, 0);
         t->index = index;
         t->index_cap = (uint32_t)cap;
         t->index_count = 0;
         t->indexed = 0;
-        memset(index, 0xff, (size_t)cap * sizeof *index);
     }
-    for (; t->indexed < t->n; t->indexed++)
+    for (; t->indexed < t->n; t->indexed++) {
+        if ((t->indexed & 0xFFF) == 0 && pg__stop(t, poll, 0x10000)) return PG_EINTERRUPT;
         if (t->op[t->indexed] != PG_OP_LEAF) index_insert(t, t->indexed);
+    }
     return PG_OK;
 }
 
@@ -102,6 +114,7 @@ static uint32_t index_find(const pg_tape *t, int op, uint32_t a, uint32_t b, dou
    some valid node after it, so the rules need no error checks. */
 typedef struct builder {
     pg_tape *t;
+    pg_poll *poll;
     int status;
     uint32_t zero, one;
 } builder;
@@ -110,11 +123,12 @@ static uint32_t append_node(builder *g, int op, uint32_t a, uint32_t b, double v
 {
     pg_tape *t = g->t;
     if (g->status) return 0;
-    if ((t->n == t->cap && pg__reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) ||
-        (t->index_count + 1 > t->index_cap / 2 && index_update(t, t->cap - t->n + 1))) {
+    if (t->n == t->cap && pg__reserve(t, t->cap ? (uint64_t)t->cap * 2 : 64)) {
         g->status = PG_ENOMEM;
         return 0;
     }
+    if (t->index_count + 1 > t->index_cap / 2 && (g->status = index_update(t, t->cap - t->n + 1, g->poll)))
+        return 0;
     uint32_t i = t->n++;
     t->op[i] = (uint8_t)op;
     t->a[i] = a;
@@ -292,12 +306,15 @@ static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, u
     /* Everything but the new nodes is allocated before the first is built. */
     uint32_t *adj = pg__alloc(t, NULL, ((size_t)y + 1) * sizeof *adj);
     uint8_t *reach = pg__alloc(t, NULL, (size_t)y + 1);
-    if (!adj || !reach || index_update(t, 64)) {
+    pg_poll poll = {0, 0};
+    int rc = adj && reach ? index_update(t, 64, &poll) : PG_ENOMEM;
+    if (rc) {
         pg__alloc(t, adj, 0);
         pg__alloc(t, reach, 0);
+        if (rc == PG_EINTERRUPT) return pg__interrupted(t);
         return pg__fail(t, PG_ENOMEM, "out of memory building a derivative of %u nodes", (unsigned)y + 1);
     }
-    builder g = {t, PG_OK, 0, 0};
+    builder g = {t, &poll, PG_OK, 0, 0};
     g.zero = konst(&g, 0.0);
     g.one = konst(&g, 1.0);
 
@@ -311,16 +328,20 @@ static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, u
     memset(reach, 0, (size_t)y + 1);
     for (size_t k = 0; k < n_xs; k++)
         if (xs[k] <= y) reach[xs[k]] = 1;
-    for (uint32_t i = lowest; i <= y; i++) {
+    for (uint32_t i = lowest; i <= y && !g.status; i++) {
+        if ((i & 0xFFFF) == 0 && pg__stop(t, &poll, 0x10000)) g.status = PG_EINTERRUPT;
         int operands = pg_op_arity(t->op[i]);
         if ((operands >= 1 && reach[t->a[i]]) || (operands == 2 && reach[t->b[i]])) reach[i] = 1;
     }
 
-    for (uint32_t i = 0; i <= y; i++) adj[i] = NONE;
+    memset(adj, 0xff, ((size_t)y + 1) * sizeof *adj); /* NONE */
     adj[y] = g.one;
     /* Adjoints flow from y down to the lowest x; a node's adjoint is
        complete once every node above it has passed. */
     for (uint32_t i = y; i > lowest && !g.status; i--) {
+        /* A node may cost microseconds here (its partials are found or
+           built): a check every 4096. */
+        if ((i & 0xFFF) == 0 && pg__stop(t, &poll, 0x10000)) g.status = PG_EINTERRUPT;
         if (adj[i] == NONE || !reach[i]) continue;
         int operands = pg_op_arity(t->op[i]);
         for (int k = 0; k < operands; k++) {
@@ -340,6 +361,7 @@ static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, u
         char message[sizeof t->errmsg];
         memcpy(message, t->errmsg, sizeof message);
         roll_back(t, n0, fns0);
+        if (code == PG_EINTERRUPT) return pg__interrupted(t);
         if (code == PG_ENOMEM) return pg__fail(t, PG_ENOMEM, "out of memory building a derivative");
         return pg__fail(t, code, "%s", message);
     }

@@ -85,13 +85,13 @@ static int optimizer_run(pg_tape *t, pg_optimizer *o, uint32_t loss, int64_t pen
     int rc = check_params(t, o);
     if (rc) return rc;
     pg_batch *b;
-    rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, o->params, o->n, mean, threads, &b);
+    pg_poll poll = {0, 0};
+    rc = pg__batch_open_grad(t, loss, penalty, inputs, n_in, data, rows, o->params, o->n, mean, threads, &poll, &b);
     if (rc) return rc;
     /* pg__batch_grad returns the gradient here and also leaves it in
        t->grad, which is where step() reads it. */
     double *grads = pg__alloc(t, NULL, (o->n ? o->n : 1) * sizeof *grads);
     if (!grads) rc = pg__fail(t, PG_ENOMEM, "out of memory for %zu gradients", o->n);
-    pg_poll poll = {0, 0};
     for (size_t e = 0; e < epochs && rc == PG_OK; e++) {
         /* A check between epochs too: an epoch of few rows is one block,
            and a batch checks only between blocks.  loss + 1 nodes bound

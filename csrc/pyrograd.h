@@ -69,7 +69,11 @@ typedef double (*pg_native_fn)(double x);
    f(x) to *out and returns 0, or returns a non-zero code to stop the sweep.
    The sweep then fails with PG_ECALLBACK, and pg_callback_code() gives the
    code of the failure it reports (in a batch: that of the first thread, in
-   row order, that failed), so the caller can tell failures apart. */
+   row order, that failed), so the caller can tell failures apart.  *out is
+   read only after a 0.  A positive code is the function's failure at x; a
+   negative one asks to stop the whole call (Ctrl-C arrived in the
+   function): the call then neither retries the function nor runs rows
+   again to find an earlier failure, and a batch stops every thread. */
 typedef int (*pg_callback_fn)(void *ud, double x, double *out);
 
 pg_tape *pg_tape_new(void);

@@ -55,9 +55,12 @@ static int operand_failed(const pg_tape *t, uint32_t i)
 }
 
 /* Node i's function failed as sweep s says: mark it and keep the failure
-   for the read that reaches it. */
+   for the read that reaches it.  A callback that asked to stop the whole
+   call (a negative code: Ctrl-C) is no failure of the node: the call fails
+   at once, and the node stays stale for the next one. */
 static int record(pg_tape *t, uint32_t i, const pg_sweep *s)
 {
+    if (s->status == PG_ECALLBACK && s->code < 0) return pg__sweep_failure(s);
     if (t->n_failures == t->cap_failures) {
         uint32_t want = t->cap_failures ? t->cap_failures * 2 : 8;
         pg_failure *grown = pg__alloc(t, t->failures, (size_t)want * sizeof *grown);
@@ -120,7 +123,7 @@ int pg__eval_to(pg_tape *t, uint32_t end)
                function after the failure, so nothing runs twice. */
             if (s.status && !(rc = record(t, s.node, &s))) rc = forward_carefully(t, s.node + 1, to);
         }
-        if (rc) { /* out of memory: these nodes stay stale */
+        if (rc) { /* out of memory, or asked to stop: these nodes stay stale */
             pg__forget_failures(t, from);
             return rc;
         }

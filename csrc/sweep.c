@@ -233,10 +233,11 @@ static int derive(pg_tape *t, uint32_t y, uint32_t x, double *out)
         tangent(&s, t->value, dot, x, from, to, needed);
         stopped = to < y && pg__stop(t, &poll, PG_CHUNK);
     }
-    if (s.status && !needed && (needed = depended_on(t, x, y))) {
+    if (s.status && s.code >= 0 && !needed && (needed = depended_on(t, x, y))) {
         /* The failure may be in a node y does not depend on (a derivative
            graph's call of a function with no next derivative, between x and
-           y): y's derivative does not need it, so sweep again without it. */
+           y): y's derivative does not need it, so sweep again without it.
+           Not after a callback asked to stop the call (a negative code). */
         s = (pg_sweep){t, PG_OK, 0, 0, 0, 0};
         tangent(&s, t->value, dot, x, x, y, needed);
     }

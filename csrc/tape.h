@@ -219,7 +219,7 @@ int pg__interrupted(pg_tape *t);
 typedef struct pg_batch pg_batch;
 int pg__batch_open_grad(pg_tape *t, uint32_t loss, int64_t penalty, const uint32_t *inputs, size_t n_in,
                         const double *data, size_t rows, const uint32_t *wrt, size_t n_wrt, int mean,
-                        int threads, pg_batch **out);
+                        int threads, pg_poll *poll, pg_batch **out);
 int pg__batch_grad(pg_batch *b, pg_poll *poll, double *loss_out, double *grads_out);
 void pg__batch_close(pg_batch *b);  /* the tape keeps it, for the same request again */
 void pg__batch_free(pg_batch *b);

@@ -3,6 +3,7 @@
 Everything that turns a C status into a Python exception, or a Python
 callable into something the tape can call, lives here.
 """
+import functools
 import itertools
 import numbers
 import threading
@@ -23,13 +24,17 @@ _ERRORS = {
     lib.PG_ENODERIV: DerivativeError,
 }
 
+# What a callback returns to C when an exception escaped it (see below);
+# ParkedErrors never gives it.
+ESCAPED = -1
+
 
 def raise_status(tape, code):
     """Raises the exception for status `code` (positive) of `tape`."""
-    interrupt = getattr(_interrupts, "error", None)
-    if interrupt is not None:  # Ctrl-C stopped the call: that comes first
-        _interrupts.error = None
-        raise interrupt
+    escaped = _take_escaped(tape, code)
+    if escaped is not None:  # a signal handler's (Ctrl-C's), which escaped a callback
+        tape._pending.take(0)
+        raise escaped
     if code == lib.PG_EBUSY:
         # A busy call touched nothing, so the tape holds no message for it.
         raise TapeBusyError(ffi.string(lib.pg_errstr(code)).decode())
@@ -46,31 +51,57 @@ def raise_status(tape, code):
 
 
 class ParkedErrors(dict):
-    """Exceptions raised by a tape's Python functions during a call, by code.
+    """Exceptions raised by a tape's Python functions during a call.
 
     The callback parks its exception under a fresh code and returns the code
     to C; the call reports the code of the failure that counts (the lowest
     failed node the value read depends on; in a batch, the first thread's),
-    so the exception raised does not depend on timing.  A call may park
-    exceptions it does not report (a function that failed in a node the
-    value read does not depend on): the tape forgets them when the call ends
-    (Tape._check), so that no traceback outlives its call.
+    so the exception raised does not depend on timing.  A KeyboardInterrupt
+    or SystemExit (a BaseException that is no Exception) gets a negative
+    code: it stops the whole call, which neither retries the function nor
+    goes on to other nodes (see pg_callback_fn).
+
+    A call may also park exceptions it does not report: a function that
+    failed in a node the value read does not depend on (on the calling
+    thread), or another thread of a batch.  Another thread's call on the same
+    tape may run between a failed call's return and its raise, so a call
+    forgets only what its own thread parked (and the exception it raises):
+    no traceback of a scalar sweep outlives its call.  The exceptions of a
+    batch's other threads are kept, at most KEPT of them, the oldest
+    forgotten first.  Each entry is code -> (order parked, thread, exception).
     """
+
+    KEPT = 64
 
     def __init__(self):
         super().__init__()
         self._codes = itertools.count(1)  # next() is atomic: callbacks may run on several threads
 
     def park(self, error):
-        code = next(self._codes) % 0x3FFFFFFF + 1
-        self[code] = error
+        seq = next(self._codes)
+        code = seq % 0x3FFFFFFF + 1
+        if not isinstance(error, Exception):
+            code = ESCAPED - code  # below ESCAPED: never it
+        if len(self) >= self.KEPT:
+            oldest = sorted(self.items(), key=lambda item: item[1][0])[: len(self) - self.KEPT + 1]
+            for old_code, _entry in oldest:
+                self.pop(old_code, None)
+        self[code] = (seq, threading.get_ident(), error)
         return code
 
     def take(self, code):
-        """The exception parked under code (or None); forgets all the others."""
-        error = self.get(code)
-        self.clear()
-        return error
+        """The exception parked under code (or None); forgets it and what
+        this thread parked."""
+        entry = self.pop(code, None)
+        self.forget_this_threads()
+        return entry[2] if entry is not None else None
+
+    def forget_this_threads(self):
+        """Forgets what this thread parked (its call has ended)."""
+        me = threading.get_ident()
+        for code, (_seq, thread, _error) in list(self.items()):
+            if thread == me:
+                self.pop(code, None)
 
 
 class PythonFunction:
@@ -90,7 +121,41 @@ class PythonFunction:
         self.handle = ffi.new_handle(self)
 
 
-@ffi.def_extern()
+# ---- exceptions that escape a callback -------------------------------------------
+#
+# A signal handler (KeyboardInterrupt for Ctrl-C, or any handler that raises)
+# runs between bytecodes: also as a callback starts, before its `try`, or in
+# its `except` while it parks an exception.  Such an exception escapes the
+# callback.  cffi then returns ESCAPED to C (`error=`), which the C core takes
+# as a failure (a callback's output is read only after it returns 0), and
+# hands the exception to `onerror`.  That must not run Python code: a second
+# signal arriving as it starts would make cffi print both exceptions and keep
+# neither.  So onerror is BaseException.__init__ of a holder, bound by
+# functools.partial, all C: it stores (type, exception, traceback) as the
+# holder's args, and raise_status raises the exception after the call.
+#
+# A call whose callback an exception escaped fails with that callback code,
+# ESCAPED, so raise_status takes the holder's exception only then: an
+# exception left behind (a second signal hit raise_status first) is never
+# raised by a later call.  Signal handlers run on the main thread only, so
+# escapes on two threads at once (an exception of the callback's own, such
+# as a MemoryError while parking, on another) are not a concern.
+
+_escaped = BaseException()  # its args: (type, exception, traceback) of the last escape
+_keep_escaped = functools.partial(BaseException.__init__, _escaped)
+
+
+def _take_escaped(tape, code):
+    """The exception that escaped a callback of the call that failed with
+    `code`, or None."""
+    if code not in (lib.PG_ECALLBACK, lib.PG_EINTERRUPT) or lib.pg_callback_code(tape._ptr) != ESCAPED:
+        return None
+    kept = _escaped.args
+    _escaped.args = ()
+    return kept[1].with_traceback(kept[2]) if kept else None
+
+
+@ffi.def_extern(error=ESCAPED, onerror=_keep_escaped)
 def pg_py_callback(ud, x, out):
     fn = ffi.from_handle(ud)
     try:
@@ -113,9 +178,10 @@ def pg_py_callback(ud, x, out):
 # thread and only between bytecodes, so a C call that runs for seconds would
 # hold Ctrl-C back until it returns.  Every tape therefore has pg_py_progress
 # as its progress handler: the C core calls it about every PROGRESS_MS of a
-# long call, on the thread that made the call.  Entering it runs any pending
-# signal handler; an exception from one stops the call (PG_EINTERRUPT), and
-# raise_status raises it on the same thread once the call has returned.
+# long call, on the thread that made the call (a batch's calling thread also
+# while it waits for the others).  Entering it runs any pending signal
+# handler; an exception from one escapes it, as above: the call stops
+# (PG_EINTERRUPT) and raise_status raises the exception on the same thread.
 #
 # This costs short calls nothing: the core reads the clock only after some
 # 65 000 node evaluations, and calls the handler only once a call has run
@@ -124,13 +190,7 @@ def pg_py_callback(ud, x, out):
 
 PROGRESS_MS = 25
 
-_interrupts = threading.local()  # .error: what stopped this thread's last call
 
-
-def _stop_on_error(exc_type, error, traceback):
-    _interrupts.error = error  # then the callback returns 1: stop
-
-
-@ffi.def_extern(error=1, onerror=_stop_on_error)
+@ffi.def_extern(error=ESCAPED, onerror=_keep_escaped)
 def pg_py_progress(ud):
     return 0

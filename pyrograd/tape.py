@@ -144,7 +144,7 @@ class Tape:
         if code:
             raise_status(self, code)
         if self._pending:
-            self._pending.clear()
+            self._pending.forget_this_threads()
 
     def __len__(self):
         n = lib.pg_size(self._ptr)

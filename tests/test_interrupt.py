@@ -16,6 +16,7 @@ import pytest
 
 import pyrograd as pg
 from _pyrograd_core import ffi, lib
+from pyrograd._binding import OPS, PROGRESS_MS
 
 LONG = 10.0  # seconds the interrupted calls would run
 BOUND = 2.0  # seconds within which KeyboardInterrupt must arrive
@@ -212,3 +213,158 @@ def test_a_progress_handler_stops_long_scalar_sweeps():
     y.backprop()
     assert x.grad == pytest.approx(1.0000001 ** 1_000_000) and y.derive(x) == pytest.approx(x.grad)
     assert len(waited) == 3
+
+
+def test_ctrl_c_while_the_calling_thread_waits_for_the_others():
+    """The calling thread's share ends at once; it then waits for the other
+    thread, and runs the progress handler meanwhile: Python runs the
+    handler of Ctrl-C on the main thread only."""
+    tape = pg.Tape()
+    x = tape.term("x", 0.0)
+
+    def slow_for_positive(v):
+        if v > 0:
+            time.sleep(0.001)
+        return math.sin(v)
+
+    y = pg.apply(x, "slow", slow_for_positive, math.cos)
+    rows = int(LONG / 0.001)
+    data = np.r_[-np.ones(rows), np.ones(rows)].reshape(-1, 1)  # the second half is the other thread's
+    assert interrupted_after(lambda: tape.eval_batch(y, [x], data, threads=2)) < BOUND
+    assert tape.eval_batch(y, [x], data[-3:], threads=2).tolist() == [math.sin(1.0)] * 3
+
+
+# ---- big tapes: planning, a row of a big plan, derivative graphs, imports ------
+
+BIG = 2_000_000  # nodes: a plan of them takes a few hundred MB
+
+
+def chain(nodes):
+    """op, a, b of x, w, then y = tanh(y * w + x) up to `nodes` nodes."""
+    k = (nodes - 2) // 3
+    op, a, b = np.empty(2 + 3 * k, np.uint8), np.zeros(2 + 3 * k, np.uint32), np.zeros(2 + 3 * k, np.uint32)
+    op[:2] = OPS["leaf"]
+    i = np.arange(k, dtype=np.uint32) * 3 + 2
+    op[i], a[i], b[i] = OPS["mul"], np.r_[0, i[:-1] + 2], 1
+    op[i + 1], a[i + 1], b[i + 1] = OPS["add"], i, 0
+    op[i + 2], a[i + 2] = OPS["tanh"], i + 1
+    return op, a, b
+
+
+@pytest.fixture(scope="module")
+def big():
+    """A tape of BIG nodes: (tape, x, w, y), evaluated."""
+    tape = pg.Tape()
+    op, a, b = chain(BIG)
+    tape.extend(op, a, b, value=np.r_[0.1, 0.5, np.zeros(len(op) - 2)])
+    x, w, y = tape[0], tape[1], tape[len(op) - 1]
+    y.value
+    return tape, x, w, y
+
+
+def stop_after_1_ms(tape):
+    """Gives tape a progress handler that stops the call at its first look,
+    1 ms in; returns the handler, to be kept alive."""
+    @ffi.callback("pg_progress_fn")
+    def stop(ud):
+        return 7
+
+    assert lib.pg_progress_handler(tape._ptr, 1, stop, ffi.NULL) == 0
+    return stop
+
+
+def ctrl_c_latency(call, delay=0.05):
+    """Seconds from a SIGALRM raising KeyboardInterrupt, `delay` s into
+    call(), to the exception."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    start = time.perf_counter()
+    try:
+        signal.setitimer(signal.ITIMER_REAL, delay)
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        return time.perf_counter() - start - delay
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_progress_handler_stops_planning_and_a_row_of_a_big_plan(big):
+    """A batch of one row on a tape of millions of nodes: planning it and
+    running its one block each take many milliseconds."""
+    tape, x, w, y = big
+    handler = stop_after_1_ms(tape)
+    idx = ffi.new("uint32_t[]", [x.index])
+    out, result = ffi.new("uint32_t[]", [y.index]), ffi.new("double[1]")
+    one_row = ffi.new("double[1]", [0.25])
+    try:
+        assert lib.pg_eval_batch(tape._ptr, out, 1, idx, 1, one_row, 1, 1, result) == lib.PG_EINTERRUPT
+        assert lib.pg_callback_code(tape._ptr) == 7
+        w_idx, total, grads = ffi.new("uint32_t[]", [w.index]), ffi.new("double *"), ffi.new("double[1]")
+        for threads in 1, 2:
+            assert lib.pg_grad_batch(tape._ptr, y.index, -1, idx, 1, one_row, 1, w_idx, 1, 0, threads, total,
+                                     grads) == lib.PG_EINTERRUPT
+    finally:  # the handler through which Ctrl-C stops a call, back
+        assert lib.pg_progress_handler(tape._ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL) == 0
+    del handler
+    assert tape.eval_batch(y, [x], np.array([[0.1]]), threads=1).tolist() == [y.value]
+
+
+def test_a_progress_handler_stops_an_import_which_appends_nothing(big):
+    tape = pg.Tape()
+    handler = stop_after_1_ms(tape)
+    op, a, b = chain(BIG)
+    n = len(op)
+    names = b"x\0w\0"
+    try:
+        status = lib.pg_import(tape._ptr, n, ffi.from_buffer("uint8_t[]", op), ffi.from_buffer("uint32_t[]", a),
+                               ffi.from_buffer("uint32_t[]", b), ffi.NULL, 2, ffi.new("uint32_t[]", [0, 1]), names,
+                               len(names))
+    finally:
+        assert lib.pg_progress_handler(tape._ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL) == 0
+    del handler
+    assert status == lib.PG_EINTERRUPT
+    assert len(tape) == 0 and tape.to_arrays()["names"] == {}
+    tape.extend(op, a, b, value=np.r_[0.1, 0.5, np.zeros(n - 2)], names={0: "x", 1: "w"})
+    assert len(tape) == n and tape[n - 1].value == big[3].value
+
+
+def test_a_progress_handler_stops_a_derivative_graph_which_appends_nothing():
+    tape = pg.Tape()
+    op, a, b = chain(BIG // 4)
+    tape.extend(op, a, b, value=np.r_[0.1, 0.5, np.zeros(len(op) - 2)])
+    x, w, y = tape[0], tape[1], tape[len(op) - 1]
+    handler = stop_after_1_ms(tape)
+    out = ffi.new("uint32_t[2]")
+    try:
+        status = lib.pg_grad_graph(tape._ptr, y.index, ffi.new("uint32_t[]", [x.index, w.index]), 2, out)
+    finally:
+        assert lib.pg_progress_handler(tape._ptr, PROGRESS_MS, lib.pg_py_progress, ffi.NULL) == 0
+    del handler
+    assert status == lib.PG_EINTERRUPT
+    assert len(tape) == len(op)
+    dy_dx = pg.grad(y, x)
+    assert dy_dx.value == pytest.approx(y.derive(x))
+
+
+@pytest.mark.parametrize("call", ["eval_batch", "grad_batch threads=1", "grad_batch threads=2", "optimizer.run",
+                                  "pg.grad", "extend"])
+def test_ctrl_c_stops_a_call_on_a_big_tape(big, call):
+    """Each stops well within a fraction of a second (within 50 ms on an
+    idle machine: bench/interrupt_latency.py)."""
+    tape, x, w, y = big
+    rows = np.linspace(-1, 1, 100).reshape(-1, 1)
+    arrays = chain(BIG)
+    n = len(tape)
+    run = {
+        "eval_batch": lambda: tape.eval_batch(y, [x], rows, threads=1),
+        "grad_batch threads=1": lambda: tape.grad_batch(y, [x], rows, [w], threads=1),
+        "grad_batch threads=2": lambda: tape.grad_batch(y, [x], rows, [w], threads=2),
+        "optimizer.run": lambda: pg.optim.SGD([w], lr=0.0).run(y, [x], rows[:2], epochs=100, threads=1),
+        "pg.grad": lambda: pg.grad(y, [x, w]),
+        "extend": lambda: tape.extend(*arrays),
+    }[call]
+    assert ctrl_c_latency(run, delay=0.005 if call == "extend" else 0.05) < 0.5
+    assert len(tape) == n  # nothing appended
