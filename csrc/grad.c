@@ -210,9 +210,10 @@ static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
                         "function '%s' has no derivative of order %d: give the derivative "
                         "function (d2f for a second derivative, or a pg.unary op that "
                         "knows its own)", f->base, f->level + 1);
-    size_t len = strlen(f->name);
+    /* f's name and a prime, kept short: a whole character is cut, never half. */
     char name[256];
-    snprintf(name, sizeof name, "%.*s'", (int)(len < 200 ? len : 200), f->name);
+    size_t len = strlen(f->name);
+    snprintf(name, sizeof name, "%.*s'", (int)pg__utf8_whole(f->name, len < 200 ? len : 200), f->name);
     int d = pg__fn_new(t, name);
     if (d < 0) return -d;
     f = &t->fns[fn]; /* pg_fn_new may have moved the table */

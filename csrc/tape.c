@@ -17,10 +17,23 @@ int pg__fail(pg_tape *t, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+    int len = vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
     va_end(ap);
+    /* A message cut short (by a long name in it) ends with a whole character. */
+    if (len >= (int)sizeof t->errmsg) t->errmsg[pg__utf8_whole(t->errmsg, sizeof t->errmsg - 1)] = '\0';
     t->errcode = code;
     return code;
+}
+
+size_t pg__utf8_whole(const char *s, size_t len)
+{
+    /* Back over the continuation bytes at the end (3 at most) to a lead byte. */
+    size_t lead = len;
+    while (lead > 0 && len - lead < 3 && ((unsigned char)s[lead - 1] & 0xC0) == 0x80) lead--;
+    if (lead == 0) return len;
+    unsigned char c = (unsigned char)s[lead - 1];
+    size_t size = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return lead - 1 + size <= len ? len : lead - 1;
 }
 
 int pg_errcode(const pg_tape *t) { return t->errcode; }

@@ -113,6 +113,9 @@ int pg__sweep_failure(const pg_sweep *s);
 
 /* Records a failure on the tape and returns code, for `return fail(...)`. */
 int pg__fail(pg_tape *t, int code, const char *fmt, ...);
+/* The length of s[0, len), the start of UTF-8 text cut short, without the
+   part of a character it may end with (names go back to Python as UTF-8). */
+size_t pg__utf8_whole(const char *s, size_t len);
 void *pg__alloc(pg_tape *t, void *ptr, size_t size);
 int pg__reserve(pg_tape *t, uint64_t nodes);
 int pg__fn_new(pg_tape *t, const char *name);

@@ -33,6 +33,16 @@ def _is_number(x):
     )
 
 
+def encoded_name(name, what):
+    """name (a str) as the C core's NUL-terminated UTF-8, where a NUL inside
+    would cut it short: refused, as every place a name enters refuses it."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    if "\0" in name:
+        raise ValueError(f"{what} holds a NUL character ('\\0'), which a name cannot hold: {name!r}")
+    return name.encode()
+
+
 def _value_of(x):
     if type(x) is Term:
         return x.value
@@ -95,7 +105,7 @@ class Tape:
         if name is None:
             index = make(self._ptr, float(value), ffi.NULL)
         elif isinstance(name, str):
-            index = make(self._ptr, float(value), name.encode())
+            index = make(self._ptr, float(value), encoded_name(name, "a name"))
         else:
             raise TypeError(f"a name must be a str or None, not {type(name).__name__}")
         return self._term(index)
