@@ -86,9 +86,8 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         if (want > t->cap_names) {
             if (want < (uint64_t)t->cap_names * 2) want = (uint64_t)t->cap_names * 2;
             if (want > UINT32_MAX) want = UINT32_MAX;
-            pg_namedef *grown = pg__alloc(t, t->names, (size_t)want * sizeof *grown);
-            if (!grown) return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
-            t->names = grown;
+            if (pg__grow(t, (void **)&t->names, sizeof *t->names, t->n_names, want))
+                return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
             t->cap_names = (uint32_t)want;
         }
         copies = pg__alloc(t, NULL, (size_t)n_names * sizeof *copies);
@@ -129,11 +128,13 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         t->grad[j] = 0.0;
         if (arity > 0 && first_op == UINT32_MAX) first_op = j;
     }
-    t->n = first + n;
     if (t->stale > first_op) t->stale = first_op;
+    atomic_thread_fence(memory_order_release); /* counted once whole (pg_tape_after_fork) */
+    t->n = first + n;
     for (uint32_t k = 0; k < n_names; k++) {
         t->names[t->n_names].node = named[k];
         t->names[t->n_names].name = copies[k];
+        atomic_thread_fence(memory_order_release);
         t->n_names++;
     }
     pg__alloc(t, copies, 0);

@@ -114,13 +114,15 @@ static uint32_t append_node(builder *g, int op, uint32_t a, uint32_t b, double v
         g->status = PG_ENOMEM;
         return 0;
     }
-    uint32_t i = t->n++;
+    uint32_t i = t->n;
     t->op[i] = (uint8_t)op;
     t->a[i] = a;
     t->b[i] = b;
     t->value[i] = value;
     t->grad[i] = 0.0;
     if (op != PG_OP_CONST && t->stale > i) t->stale = i;
+    atomic_thread_fence(memory_order_release); /* counted once whole (pg_tape_after_fork) */
+    t->n = i + 1;
     index_insert(t, i);
     t->indexed = t->n;
     return i;

@@ -81,6 +81,16 @@ const char *pg_errmsg(const pg_tape *t);
 int pg_callback_code(const pg_tape *t);
 const char *pg_errstr(int code); /* what a status code means, in English */
 
+/* In the child of a fork, before anything else uses the tape: a tape that
+   a thread other than the one that forked was holding (the child has no
+   such thread, so it would stay busy for ever) is given back, as a failed
+   call leaves it: nodes, names and functions whole (a node that was being
+   appended is there or not; the names of an import may be missing), values
+   re-evaluated when next read, grads zero.  Returns 1 when it was given
+   back, else 0 (idle, or held by the thread that forked, inside a user
+   function, which gives it back on return). */
+int pg_tape_after_fork(pg_tape *t);
+
 int64_t pg_size(pg_tape *t);                /* number of nodes, or -PG_EBUSY */
 int pg_reserve(pg_tape *t, uint64_t nodes); /* room for this many nodes in all */
 int64_t pg_memory(pg_tape *t);              /* bytes held by the tape, or -PG_EBUSY */

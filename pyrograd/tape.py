@@ -6,6 +6,8 @@ reading `.value`, `derive` or `backprop` first re-evaluates whatever a `set`
 made stale, so a value read is never out of date.
 """
 import numbers
+import os
+import weakref
 
 from ._binding import OPS, PROGRESS_MS, ParkedErrors, ffi, lib, raise_status
 from .errors import TapeMismatchError
@@ -51,6 +53,22 @@ def _value_of(x):
     raise TypeError(f"a Term compares with a Term or a real number, not {type(x).__name__}")
 
 
+# Every live tape, for the child of a fork (below).
+_tapes = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """A tape that another thread was using when the process forked would
+    stay busy for ever in the child, which has no such thread: give it back,
+    as a failed call leaves it (pg_tape_after_fork)."""
+    for tape in list(_tapes):
+        lib.pg_tape_after_fork(tape._ptr)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Tape:
     """An arena of scalar nodes in the order they were built.
 
@@ -85,6 +103,7 @@ class Tape:
 
             self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
+        _tapes.add(self)
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
         # (name, id(f), id(df), id(d2f)) -> (function id, (f, df, d2f), what C points into)
         self._functions = {}
