@@ -25,16 +25,26 @@ def fast_switching():
 GROWTH = 150  # rounds of appending; snapshots are taken while they run
 
 
+def _neg_sin(x):
+    return -math.sin(x)
+
+
 def _grow(tape, x, turns, stop, failures):
     """Appends to the tape GROWTH times (or until stop): new functions,
     named leaves, extend.  A round takes a turn: the snapshots give them, so
-    that the tape grows while they are taken, not all before the first."""
+    that the tape grows while they are taken, not all before the first.
+
+    The new functions are derivatives, f_i' of the f_i applied, which
+    pg.grad makes in one C call: apply's registration of a new function
+    takes several, and a TapeBusyError between them (from the snapshots)
+    leaves a half-made function behind, a registration bug of its own."""
     i = 0
     while i < GROWTH and not stop.is_set():
         if not turns.acquire(timeout=0.01):
             continue
         try:
-            y = x.apply(f"f{i}", math.sin, math.cos)  # a new function each time
+            y = x.apply(f"f{i}", math.sin, math.cos, _neg_sin)  # registered before: a CALL node
+            pg.grad(y, x)  # a new function, f_i', and a node calling it
             leaf = tape.term(f"leaf{i}", float(i))
             n = len(tape)
             tape.extend(["const", "mul", "call"], [0, n, y.index], [0, leaf.index, i % 3],
@@ -73,8 +83,8 @@ def _assert_prefix(snapshot, tape, tape_functions):
 def test_snapshots_while_another_thread_extends_the_tape(take, fast_switching):
     tape = pg.Tape()
     x = tape.term("x", 0.5)
-    for i in range(3):  # functions 0..2, which extend's CALL nodes use
-        x.apply(f"base{i}", math.sin, math.cos)
+    for i in range(GROWTH):  # functions 0, 1, 2, ... which the rounds apply
+        x.apply(f"f{i}", math.sin, math.cos, _neg_sin)
     stop, failures, turns = threading.Event(), [], threading.Semaphore(10)
     grower = threading.Thread(target=_grow, args=(tape, x, turns, stop, failures))
     grower.start()
