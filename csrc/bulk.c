@@ -96,9 +96,8 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         if (want > t->cap_names) {
             if (want < (uint64_t)t->cap_names * 2) want = (uint64_t)t->cap_names * 2;
             if (want > UINT32_MAX) want = UINT32_MAX;
-            pg_namedef *grown = pg__alloc(t, t->names, (size_t)want * sizeof *grown);
-            if (!grown) return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
-            t->names = grown;
+            if (pg__grow(t, (void **)&t->names, sizeof *t->names, t->n_names, want))
+                return pg__fail(t, PG_ENOMEM, "out of memory storing %u names", (unsigned)n_names);
             t->cap_names = (uint32_t)want;
         }
         copies = pg__alloc(t, NULL, (size_t)n_names * sizeof *copies);
@@ -148,11 +147,13 @@ static int import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, 
         t->grad[j] = 0.0;
         if (arity > 0 && first_op == UINT32_MAX) first_op = j;
     }
-    t->n = first + n;
     if (t->stale > first_op) t->stale = first_op;
+    atomic_thread_fence(memory_order_release); /* counted once whole (pg_tape_after_fork) */
+    t->n = first + n;
     for (uint32_t k = 0; k < n_names; k++) {
         t->names[t->n_names].node = named[k];
         t->names[t->n_names].name = copies[k];
+        atomic_thread_fence(memory_order_release);
         t->n_names++;
     }
     pg__alloc(t, copies, 0);
@@ -183,19 +184,21 @@ int pg_export_values(pg_tape *t, uint32_t from, uint32_t n, double *value)
 
 int64_t pg_name_count(pg_tape *t) { PG_HOLDING(t, -PG_EBUSY, t->n_names); }
 
-static int name_at(pg_tape *t, uint32_t k, uint32_t *node, const char **name)
+static int export_names(pg_tape *t, uint32_t from, uint32_t n, uint32_t *node, const char **name)
 {
-    if (k >= t->n_names)
-        return pg__fail(t, PG_EINVAL, "name %u does not exist (the tape has %u names)", (unsigned)k,
-                        (unsigned)t->n_names);
-    *node = t->names[k].node;
-    *name = t->names[k].name;
+    if (from > t->n_names || n > t->n_names - from)
+        return pg__fail(t, PG_EINVAL, "names %u to %llu do not exist (the tape has %u names)",
+                        (unsigned)from, (unsigned long long)from + n, (unsigned)t->n_names);
+    for (uint32_t k = 0; k < n; k++) {
+        node[k] = t->names[from + k].node;
+        name[k] = t->names[from + k].name;
+    }
     return PG_OK;
 }
 
-int pg_name_at(pg_tape *t, uint32_t k, uint32_t *node, const char **name)
+int pg_export_names(pg_tape *t, uint32_t from, uint32_t n, uint32_t *node, const char **name)
 {
-    PG_HOLDING(t, PG_EBUSY, name_at(t, k, node, name));
+    PG_HOLDING(t, PG_EBUSY, export_names(t, from, n, node, name));
 }
 
 static int check_fn(pg_tape *t, int fn)
@@ -244,4 +247,32 @@ static int fn_get(pg_tape *t, int fn, int order, pg_native_fn *native, pg_callba
 int pg_fn_get(pg_tape *t, int fn, int order, pg_native_fn *native, pg_callback_fn *callback, void **ud)
 {
     PG_HOLDING(t, PG_EBUSY, fn_get(t, fn, order, native, callback, ud));
+}
+
+static int export_fns(pg_tape *t, uint32_t from, uint32_t n, const char **name, int *deriv, int *base,
+                      int *level, pg_native_fn *native, pg_callback_fn *callback, void **ud)
+{
+    if (from > t->n_fns || n > t->n_fns - from)
+        return pg__fail(t, PG_EINVAL, "functions %u to %llu do not exist (the tape has %u functions)",
+                        (unsigned)from, (unsigned long long)from + n, (unsigned)t->n_fns);
+    for (uint32_t k = 0; k < n; k++) {
+        const pg_userfn *f = &t->fns[from + k];
+        if (name) name[k] = f->name;
+        if (deriv) deriv[k] = f->deriv;
+        if (base) base[k] = fn_named_by(t, f->base);
+        if (level) level[k] = f->level;
+        for (int order = 0; order < PG_FN_ORDERS; order++) {
+            size_t at = (size_t)k * PG_FN_ORDERS + order;
+            if (native) native[at] = f->order[order].native;
+            if (callback) callback[at] = f->order[order].callback;
+            if (ud) ud[at] = f->order[order].ud;
+        }
+    }
+    return PG_OK;
+}
+
+int pg_export_fns(pg_tape *t, uint32_t from, uint32_t n, const char **name, int *deriv, int *base,
+                  int *level, pg_native_fn *native, pg_callback_fn *callback, void **ud)
+{
+    PG_HOLDING(t, PG_EBUSY, export_fns(t, from, n, name, deriv, base, level, native, callback, ud));
 }

@@ -129,13 +129,15 @@ static uint32_t append_node(builder *g, int op, uint32_t a, uint32_t b, double v
     }
     if (t->index_count + 1 > t->index_cap / 2 && (g->status = index_update(t, t->cap - t->n + 1, g->poll)))
         return 0;
-    uint32_t i = t->n++;
+    uint32_t i = t->n;
     t->op[i] = (uint8_t)op;
     t->a[i] = a;
     t->b[i] = b;
     t->value[i] = value;
     t->grad[i] = 0.0;
     if (op != PG_OP_CONST && t->stale > i) t->stale = i;
+    atomic_thread_fence(memory_order_release); /* counted once whole (pg_tape_after_fork) */
+    t->n = i + 1;
     index_insert(t, i);
     t->indexed = t->n;
     return i;
@@ -230,9 +232,10 @@ static int derivative_fn(builder *g, uint32_t fn, uint32_t *out)
     if (order > INT_MAX)
         return pg__fail(t, PG_ENODERIV, "function '%s': a derivative of order %lld is past the last "
                         "one counted (%d)", f->base, order, INT_MAX);
-    size_t len = strlen(f->name);
+    /* f's name and a prime, kept short: a whole character is cut, never half. */
     char name[256];
-    snprintf(name, sizeof name, "%.*s'", (int)(len < 200 ? len : 200), f->name);
+    size_t len = strlen(f->name);
+    snprintf(name, sizeof name, "%.*s'", (int)pg__utf8_whole(f->name, len < 200 ? len : 200), f->name);
     int d = pg__fn_new(t, name);
     if (d < 0) return -d;
     f = &t->fns[fn]; /* pg__fn_new may have moved the table */

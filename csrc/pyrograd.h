@@ -85,6 +85,16 @@ const char *pg_errmsg(const pg_tape *t);
 int pg_callback_code(const pg_tape *t);
 const char *pg_errstr(int code); /* what a status code means, in English */
 
+/* In the child of a fork, before anything else uses the tape: a tape that
+   a thread other than the one that forked was holding (the child has no
+   such thread, so it would stay busy for ever) is given back, as a failed
+   call leaves it: nodes, names and functions whole (a node that was being
+   appended is there or not; the names of an import may be missing), values
+   re-evaluated when next read, grads zero.  Returns 1 when it was given
+   back, else 0 (idle, or held by the thread that forked, inside a user
+   function, which gives it back on return). */
+int pg_tape_after_fork(pg_tape *t);
+
 int64_t pg_size(pg_tape *t);                /* number of nodes, or -PG_EBUSY */
 int pg_reserve(pg_tape *t, uint64_t nodes); /* room for this many nodes in all */
 int64_t pg_memory(pg_tape *t);              /* bytes held by the tape, or -PG_EBUSY */
@@ -248,15 +258,24 @@ int pg_import(pg_tape *t, uint32_t n, const uint8_t *op, const uint32_t *a, cons
 /* The stored values of leaves and constants in [from, from + n), and 0 for
    op nodes (pg_values evaluates those): what pg_import takes back. */
 int pg_export_values(pg_tape *t, uint32_t from, uint32_t n, double *value);
-/* The k-th name in node order, and its node. */
+/* How many names the tape holds; names [from, from + n) in node order, in
+   one call: their nodes and
+   strings (valid as long as the tape).  Names, nodes and functions are only
+   ever appended, so a copy taken from counts read first, in a few calls,
+   is consistent while another thread extends the tape. */
 int64_t pg_name_count(pg_tape *t); /* or -PG_EBUSY */
-int pg_name_at(pg_tape *t, uint32_t k, uint32_t *node, const char **name);
+int pg_export_names(pg_tape *t, uint32_t from, uint32_t n, uint32_t *node, const char **name);
 /* The function table beyond pg_fn_name: fn's derivative (pg_fndef.deriv,
    or -1); base, the user's function that fn is the level-th derivative of
    (fn itself and 0 for a function the user gave); each order's pointers. */
 int pg_fn_info(pg_tape *t, int fn, int *deriv, int *base, int *level);
 int pg_fn_get(pg_tape *t, int fn, int order, pg_native_fn *native,
               pg_callback_fn *callback, void **ud);
+/* Functions [from, from + n) in one call: what pg_fn_name, pg_fn_info and
+   pg_fn_get give, with PG_FN_ORDERS entries a function in native, callback
+   and ud (any of the arrays may be NULL). */
+int pg_export_fns(pg_tape *t, uint32_t from, uint32_t n, const char **name, int *deriv, int *base,
+                  int *level, pg_native_fn *native, pg_callback_fn *callback, void **ud);
 
 /* --- cdef end --- */
 

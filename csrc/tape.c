@@ -17,10 +17,23 @@ int pg__fail(pg_tape *t, int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
+    int len = vsnprintf(t->errmsg, sizeof t->errmsg, fmt, ap);
     va_end(ap);
+    /* A message cut short (by a long name in it) ends with a whole character. */
+    if (len >= (int)sizeof t->errmsg) t->errmsg[pg__utf8_whole(t->errmsg, sizeof t->errmsg - 1)] = '\0';
     t->errcode = code;
     return code;
+}
+
+size_t pg__utf8_whole(const char *s, size_t len)
+{
+    /* Back over the continuation bytes at the end (3 at most) to a lead byte. */
+    size_t lead = len;
+    while (lead > 0 && len - lead < 3 && ((unsigned char)s[lead - 1] & 0xC0) == 0x80) lead--;
+    if (lead == 0) return len;
+    unsigned char c = (unsigned char)s[lead - 1];
+    size_t size = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return lead - 1 + size <= len ? len : lead - 1;
 }
 
 int pg_errcode(const pg_tape *t) { return t->errcode; }
@@ -109,15 +122,16 @@ static char *copy_string(pg_tape *t, const char *s)
     return copy;
 }
 
-/* Grows *array (of cap elements of size elem) to new_cap elements.  On
-   failure the array is untouched, so the caller can stop halfway through a
-   struct of arrays and still leave a consistent tape. */
-static int grow_array(pg_tape *t, void **array, size_t elem, uint64_t new_cap)
+int pg__grow(pg_tape *t, void **array, size_t elem, uint64_t keep, uint64_t new_cap)
 {
     if (new_cap > SIZE_MAX / elem) return PG_ENOMEM;
-    void *p = pg__alloc(t, *array, (size_t)new_cap * elem);
-    if (!p) return PG_ENOMEM;
-    *array = p;
+    void *grown = pg__alloc(t, NULL, (size_t)new_cap * elem);
+    if (!grown) return PG_ENOMEM;
+    void *old = *array;
+    if (keep) memcpy(grown, old, (size_t)keep * elem);
+    atomic_thread_fence(memory_order_release); /* whole before it is in place */
+    *array = grown;
+    if (old) pg__alloc(t, old, 0);
     return PG_OK;
 }
 
@@ -190,11 +204,11 @@ int pg__reserve(pg_tape *t, uint64_t nodes)
     if (nodes > PG_MAX_NODES)
         return pg__fail(t, PG_ENOMEM, "a tape holds at most %llu nodes, %llu were asked for",
                         (unsigned long long)PG_MAX_NODES, (unsigned long long)nodes);
-    if (grow_array(t, (void **)&t->op, sizeof *t->op, nodes) ||
-        grow_array(t, (void **)&t->a, sizeof *t->a, nodes) ||
-        grow_array(t, (void **)&t->b, sizeof *t->b, nodes) ||
-        grow_array(t, (void **)&t->value, sizeof *t->value, nodes) ||
-        grow_array(t, (void **)&t->grad, sizeof *t->grad, nodes))
+    if (pg__grow(t, (void **)&t->op, sizeof *t->op, t->n, nodes) ||
+        pg__grow(t, (void **)&t->a, sizeof *t->a, t->n, nodes) ||
+        pg__grow(t, (void **)&t->b, sizeof *t->b, t->n, nodes) ||
+        pg__grow(t, (void **)&t->value, sizeof *t->value, t->n, nodes) ||
+        pg__grow(t, (void **)&t->grad, sizeof *t->grad, t->n, nodes))
         return pg__fail(t, PG_ENOMEM, "out of memory growing the tape to %llu nodes",
                         (unsigned long long)nodes);
     t->cap = (uint32_t)nodes;
@@ -216,7 +230,7 @@ static int64_t append(pg_tape *t, int op, uint32_t a, uint32_t b, double value)
         int rc = pg__reserve(t, want);
         if (rc) return -rc;
     }
-    uint32_t i = t->n++;
+    uint32_t i = t->n;
     t->op[i] = (uint8_t)op;
     t->a[i] = a;
     t->b[i] = b;
@@ -224,6 +238,9 @@ static int64_t append(pg_tape *t, int op, uint32_t a, uint32_t b, double value)
     t->grad[i] = 0.0;
     /* An appended op node has no value yet. */
     if (op != PG_OP_LEAF && op != PG_OP_CONST && t->stale > i) t->stale = i;
+    /* Counted once whole: the child of a fork in the middle sees all or nothing of it. */
+    atomic_thread_fence(memory_order_release);
+    t->n = i + 1;
     return i;
 }
 
@@ -232,13 +249,14 @@ static int add_name(pg_tape *t, uint32_t node, const char *name)
 {
     if (t->n_names == t->cap_names) {
         uint64_t want = t->cap_names ? (uint64_t)t->cap_names * 2 : 16;
-        if (grow_array(t, (void **)&t->names, sizeof *t->names, want)) return PG_ENOMEM;
+        if (pg__grow(t, (void **)&t->names, sizeof *t->names, t->n_names, want)) return PG_ENOMEM;
         t->cap_names = (uint32_t)want;
     }
     char *copy = copy_string(t, name);
     if (!copy) return PG_ENOMEM;
     t->names[t->n_names].node = node;
     t->names[t->n_names].name = copy;
+    atomic_thread_fence(memory_order_release); /* counted once whole, as nodes are */
     t->n_names++;
     return PG_OK;
 }
@@ -335,7 +353,7 @@ static int fn_room(pg_tape *t, uint64_t more)
     if (need <= t->cap_fns) return PG_OK;
     uint64_t want = t->cap_fns ? (uint64_t)t->cap_fns * 2 : 8;
     if (want < need) want = need;
-    if (grow_array(t, (void **)&t->fns, sizeof *t->fns, want))
+    if (pg__grow(t, (void **)&t->fns, sizeof *t->fns, t->n_fns, want))
         return pg__fail(t, PG_ENOMEM, "out of memory adding a function");
     t->cap_fns = (uint32_t)want;
     return PG_OK;
@@ -352,6 +370,7 @@ int pg__fn_new(pg_tape *t, const char *name)
     f->name = copy;
     f->deriv = -1;
     f->base = copy;
+    atomic_thread_fence(memory_order_release); /* counted once whole, as nodes are */
     return (int)t->n_fns++;
 }
 
@@ -490,6 +509,28 @@ static int export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *
 int pg_export(pg_tape *t, uint32_t from, uint32_t n, uint8_t *op, uint32_t *a, uint32_t *b)
 {
     PG_HOLDING(t, PG_EBUSY, export(t, from, n, op, a, b));
+}
+
+/* ---- fork ------------------------------------------------------------------------ */
+
+int pg_tape_after_fork(pg_tape *t)
+{
+    if (!atomic_load_explicit(&t->busy, memory_order_acquire) || pthread_equal(t->holder, pthread_self()))
+        return 0;
+    /* The call holding the tape ran on a thread that the child does not
+       have, and stopped anywhere.  Nodes, names and functions are whole
+       (each is written before it is counted); values, grads and the
+       derivative index may be half made, as when a call fails. */
+    t->stale = 0;
+    if (t->n) memset(t->grad, 0, (size_t)t->n * sizeof *t->grad);
+    /* The index and the batch kept may be half freed: left, not freed again. */
+    t->index = NULL;
+    t->index_cap = t->index_count = t->indexed = 0;
+    t->last_batch = NULL;
+    t->holder = (pthread_t){0};
+    atomic_store_explicit(&t->interrupted, 0, memory_order_relaxed);
+    atomic_store_explicit(&t->busy, 0, memory_order_release);
+    return 1;
 }
 
 /* ---- the op table, as data ------------------------------------------------------ */

@@ -8,6 +8,7 @@
 #include "pyrograd.h"
 #include "ops.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* The most nodes a tape holds: indices are uint32 and n must fit too. */
@@ -52,6 +53,10 @@ struct pg_tape {
     /* Held by the call using the tape (pg__enter), so that neither another
        thread nor a callback from the sweep can grow or edit it underfoot. */
     atomic_int busy;
+    /* The thread holding it (zero when none): after a fork, the child gives
+       back a tape that a thread it does not have was holding
+       (pg_tape_after_fork), and only that. */
+    pthread_t holder;
 
     /* Set by pg_interrupt; read by the call running between blocks. */
     atomic_int interrupted;
@@ -163,7 +168,17 @@ int pg__sweep_failure(const pg_sweep *s);
 
 /* Records a failure on the tape and returns code, for `return fail(...)`. */
 int pg__fail(pg_tape *t, int code, const char *fmt, ...);
+/* The length of s[0, len), the start of UTF-8 text cut short, without the
+   part of a character it may end with (names go back to Python as UTF-8). */
+size_t pg__utf8_whole(const char *s, size_t len);
 void *pg__alloc(pg_tape *t, void *ptr, size_t size);
+/* Grows *array to new_cap elements of size elem, keeping the first keep.
+   On failure the array is untouched, so the caller can stop halfway through
+   a struct of arrays and still leave a consistent tape.  It moves rather than
+   reallocs: the new array is in place before the old one is freed, so the
+   child of a fork in the middle (pg_tape_after_fork) holds one whole array or
+   the other, never a pointer into memory that realloc was handing back. */
+int pg__grow(pg_tape *t, void **array, size_t elem, uint64_t keep, uint64_t new_cap);
 int pg__reserve(pg_tape *t, uint64_t nodes);
 int pg__fn_new(pg_tape *t, const char *name);
 
@@ -176,11 +191,16 @@ static inline int pg__enter(pg_tape *t)
     if (!atomic_compare_exchange_strong_explicit(&t->busy, &idle, 1, memory_order_acquire,
                                                  memory_order_relaxed))
         return 0;
+    t->holder = pthread_self();
     atomic_store_explicit(&t->interrupted, 0, memory_order_relaxed);
     return 1;
 }
 
-static inline void pg__leave(pg_tape *t) { atomic_store_explicit(&t->busy, 0, memory_order_release); }
+static inline void pg__leave(pg_tape *t)
+{
+    t->holder = (pthread_t){0};
+    atomic_store_explicit(&t->busy, 0, memory_order_release);
+}
 
 /* Checks for an interrupt between blocks of work.  One pg_poll belongs to
    the thread that made the call, which alone runs the progress handler;

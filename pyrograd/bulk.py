@@ -119,13 +119,13 @@ def to_arrays(tape, start=0, stop=None):
 
 
 def _names(tape):
-    node, name = ffi.new("uint32_t *"), ffi.new("const char **")
+    """(node, name) of every name, in node order: two C calls."""
     count = lib.pg_name_count(tape._ptr)
     if count < 0:
         tape._check(-count)
-    for k in range(count):
-        tape._check(lib.pg_name_at(tape._ptr, k, node, name))
-        yield node[0], ffi.string(name[0]).decode()
+    nodes, names = ffi.new("uint32_t[]", count), ffi.new("const char *[]", count)
+    tape._check(lib.pg_export_names(tape._ptr, 0, count, nodes, names))
+    return [(nodes[k], ffi.string(names[k]).decode()) for k in range(count)]
 
 
 def term_at(tape, index):
@@ -144,27 +144,29 @@ def _function_table(tape, for_pickle):
     or for a copy in this process a native function pointer.
     """
     functions, callables, seen = [], [], {}
-    native, callback, ud = ffi.new("pg_native_fn *"), ffi.new("pg_callback_fn *"), ffi.new("void **")
-    deriv, base, level = ffi.new("int *"), ffi.new("int *"), ffi.new("int *")
-    count, name_out = lib.pg_fn_count(tape._ptr), ffi.new("const char **")
+    count = lib.pg_fn_count(tape._ptr)
     if count < 0:
         tape._check(-count)
+    orders = lib.PG_FN_ORDERS
+    names, deriv, base, level = (ffi.new("const char *[]", count), ffi.new("int[]", count),
+                                 ffi.new("int[]", count), ffi.new("int[]", count))
+    native, callback, ud = (ffi.new("pg_native_fn[]", count * orders), ffi.new("pg_callback_fn[]", count * orders),
+                            ffi.new("void *[]", count * orders))
+    tape._check(lib.pg_export_fns(tape._ptr, 0, count, names, deriv, base, level, native, callback, ud))
     for fn in range(count):
-        tape._check(lib.pg_fn_name(tape._ptr, fn, name_out))
-        name = ffi.string(name_out[0]).decode()
+        name = ffi.string(names[fn]).decode()
         slots = []
-        for order in range(lib.PG_FN_ORDERS):
-            tape._check(lib.pg_fn_get(tape._ptr, fn, order, native, callback, ud))
-            if native[0] != ffi.NULL:
+        for at in range(fn * orders, (fn + 1) * orders):
+            if native[at] != ffi.NULL:
                 if for_pickle:
                     raise pickle.PicklingError(
                         f"cannot pickle this tape: its op {name!r} calls a native function pointer, "
                         "which pickle cannot save (copy.deepcopy of the tape can share it)")
-                slots.append(native[0])
-            elif callback[0] != ffi.NULL:
-                if callback[0] != lib.pg_py_callback:
+                slots.append(native[at])
+            elif callback[at] != ffi.NULL:
+                if callback[at] != lib.pg_py_callback:
                     raise TypeError(f"op {name!r} calls a C callback that pyrograd did not set: cannot copy it")
-                wrapper = ffi.from_handle(ud[0])
+                wrapper = ffi.from_handle(ud[at])
                 if id(wrapper) not in seen:
                     if for_pickle:
                         _check_picklable(wrapper)
@@ -173,8 +175,9 @@ def _function_table(tape, for_pickle):
                 slots.append(seen[id(wrapper)])
             else:
                 slots.append(None)
-        tape._check(lib.pg_fn_info(tape._ptr, fn, deriv, base, level))
-        functions.append((name, slots, deriv[0], base[0], level[0]))
+        # pg.grad on another thread may have linked fn to a derivative function
+        # it made after count was read: left out, the copy makes it again.
+        functions.append((name, slots, deriv[fn] if deriv[fn] < count else -1, base[fn], level[fn]))
     return functions, callables
 
 
@@ -322,13 +325,22 @@ def _restore_functions(tape, functions, callables, registrations):
 
 def state(tape, for_pickle):
     """The whole tape as plain data; for_pickle refuses what pickle cannot save
-    with an error that names the op."""
-    functions, callables = _function_table(tape, for_pickle)
-    arrays = to_arrays(tape)
+    with an error that names the op.
+
+    Another thread may be extending the tape meanwhile (each C call below
+    holds the tape, or raises TapeBusyError), so the state is read as a
+    prefix that stays consistent: the nodes below a count fixed first (nodes
+    below it never change but for leaf values, read in one call), then
+    apply's registrations, copied at once, then the function table, which
+    only grows and so holds every function those nodes and registrations
+    name, each complete (a function is set up before a node calls it or it
+    is registered)."""
+    arrays = to_arrays(tape, 0, len(tape))
     op = arrays["op"]
     stored = (op == _LEAF) | (op == _CONST)
     # apply's registrations: so that applying the same f again reuses its function
-    registrations = [(*spec, fn) for fn, spec in tape._functions.values()]
+    registrations = [(*spec, fn) for fn, spec in list(tape._functions.values())]
+    functions, callables = _function_table(tape, for_pickle)
     return {
         "format": _FORMAT,
         "op": op.tobytes(),

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ._binding import PythonFunction, ffi, lib
-from .tape import Term, _binary, _is_number, _MAX, _MIN
+from .tape import Term, _binary, _is_number, _MAX, _MIN, encoded_name
 
 __all__ = [
     "exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
@@ -95,6 +95,7 @@ def apply(x, name, f, df, d2f=None):
     """
     if type(x) is not Term:
         raise TypeError(f"apply takes a Term, not {type(x).__name__}")
+    encoded_name(name, "apply: the name")
     tape = x.tape
     fn = _register(tape, name, f, df, d2f)
     return tape._term(lib.pg_call(tape._ptr, fn, x.index))
@@ -104,8 +105,7 @@ class Unary:
     """A custom unary op that works on any tape, made by pyrograd.unary."""
 
     def __init__(self, name, f, df, d2f=None):
-        if not isinstance(name, str):
-            raise TypeError(f"an op's name must be a str, not {type(name).__name__}")
+        encoded_name(name, "an op's name")
         if isinstance(f, Unary):
             raise TypeError(f"{name}: f must be a function, not an op")
         self.name, self.f, self.df, self.d2f = name, f, df, d2f

@@ -21,6 +21,7 @@ import enum
 import math
 import sys
 import time
+import zipfile
 
 import numpy as np
 
@@ -279,27 +280,87 @@ class MlpBuilder:
 
 
 def load(path, tape=None):
-    """The model saved by `model.save(path)`, rebuilt on `tape` (a new one if None)."""
-    with np.load(path, allow_pickle=False) as file:
-        try:
-            kind, nin, sizes = str(file["kind"]), int(file["nin"]), [int(n) for n in file["sizes"]]
-            activations = [Activation(str(a)) for a in file["activations"]]
-            values = file["parameters"]
-        except KeyError as missing:
-            raise ValueError(f"{path} is not a saved pyrograd.nn model: it has no {missing}") from None
+    """The model saved by `model.save(path)`, rebuilt on `tape` (a new one if
+    None).  A file that does not hold such a model raises ValueError saying
+    what is wrong with it, before anything is built."""
+    kind, nin, sizes, activations, values = _saved_model(path)
     if kind == "Neuron":
         model = Neuron(nin, activations[0], init=_zeros, tape=tape)
     elif kind == "Layer":
         model = Layer(nin, sizes[0], activations[0], init=_zeros, tape=tape)
-    elif kind == "MLP":
-        model = MLP(nin, sizes, activations=activations, init=_zeros, tape=tape)
     else:
-        raise ValueError(f"{path} holds a model of unknown kind {kind!r}")
-    params = model.parameters()
-    if values.shape != (len(params),):
-        raise ValueError(f"{path} holds {values.size} parameters, but its {kind} has {len(params)}")
-    model.tape.set_values(params, values)
+        model = MLP(nin, sizes, activations=activations, init=_zeros, tape=tape)
+    model.tape.set_values(model.parameters(), values)
     return model
+
+
+_KINDS = ("Neuron", "Layer", "MLP")
+
+
+def _saved_model(path):
+    """(kind, nin, sizes, activations, parameters) of the file that save wrote
+    at path, each checked against the others."""
+    def wrong(problem):
+        return ValueError(f"{path} is not a saved pyrograd.nn model: {problem}")
+
+    try:
+        file = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise wrong("numpy cannot read it as an .npz file, the format model.save writes") from error
+    if not isinstance(file, np.lib.npyio.NpzFile):
+        raise wrong("it holds one array (an .npy file), not the arrays model.save writes")
+    with file:
+        try:
+            fields = {key: file[key] for key in ("kind", "nin", "sizes", "activations", "parameters")}
+        except KeyError as missing:
+            raise wrong(f"it has no {missing}") from None
+        except ValueError as error:  # an array of Python objects, which allow_pickle=False refuses
+            raise wrong(f"it holds an array numpy cannot read without pickle ({error})") from None
+
+    def scalar(key, kinds, what):
+        array = fields[key]
+        if array.shape != () or array.dtype.kind not in kinds:
+            raise wrong(f"its {key} must be {what}, not an array of shape {array.shape} and dtype {array.dtype}")
+        return array.item()
+
+    def vector(key, kinds, what):
+        array = fields[key]
+        if array.ndim != 1 or array.dtype.kind not in kinds:
+            raise wrong(f"its {key} must be a 1-D array of {what}, not an array of shape "
+                        f"{array.shape} and dtype {array.dtype}")
+        return array.tolist()
+
+    kind = scalar("kind", "U", "one of " + ", ".join(_KINDS))
+    if kind not in _KINDS:
+        raise wrong(f"its kind is {kind!r}, not one of {', '.join(_KINDS)}")
+    nin = scalar("nin", "iu", "a number of inputs (an int)")
+    sizes = vector("sizes", "iu", "layer sizes (ints)")
+    names = vector("activations", "U", "activation names")
+    if nin < 1 or not sizes or min(sizes) < 1:
+        raise wrong(f"it has {nin} inputs and layer sizes {sizes}: they must be positive, "
+                    "with at least one layer")
+    layers = 1 if kind in ("Neuron", "Layer") else len(sizes)
+    if len(sizes) != layers or (kind == "Neuron" and sizes != [1]):
+        raise wrong(f"a {kind} has {'one output' if kind == 'Neuron' else 'one layer'}, "
+                    f"but its sizes are {sizes}")
+    if len(names) != layers:
+        raise wrong(f"its {layers} layers need {layers} activations, but it has {len(names)}: {names}")
+    known = [a.value for a in Activation]
+    for name in names:
+        if name not in known:
+            raise wrong(f"its activation {name!r} is not one of {', '.join(known)}")
+    activations = [Activation(name) for name in names]
+
+    widths = [nin] + sizes
+    count = sum((n_in + 1) * n_out for n_in, n_out in zip(widths, widths[1:]))  # weights and a bias each
+    values = fields["parameters"]
+    if values.shape != (count,):
+        article = "an" if kind == "MLP" else "a"
+        raise wrong(f"its parameters must be a 1-D array of shape ({count},) for {article} {kind} with {nin} "
+                    f"inputs and layer sizes {sizes}, not an array of shape {values.shape}")
+    if values.dtype.kind != "f":
+        raise wrong(f"its parameters must be floats, not {values.dtype}")
+    return kind, nin, sizes, activations, np.ascontiguousarray(values, dtype=np.float64)
 
 
 # ---- training ---------------------------------------------------------------------

@@ -7,6 +7,8 @@ made stale, so a value read is never out of date.
 """
 import numbers
 import operator
+import os
+import weakref
 
 from ._binding import OPS, PROGRESS_MS, ParkedErrors, ffi, lib, raise_status
 from .errors import TapeMismatchError
@@ -32,6 +34,16 @@ def _is_number(x):
     return isinstance(x, _NUMBER_TYPES) or (
         isinstance(x, numbers.Real) and not isinstance(x, Term)
     )
+
+
+def encoded_name(name, what):
+    """name (a str) as the C core's NUL-terminated UTF-8, where a NUL inside
+    would cut it short: refused, as every place a name enters refuses it."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    if "\0" in name:
+        raise ValueError(f"{what} holds a NUL character ('\\0'), which a name cannot hold: {name!r}")
+    return name.encode()
 
 
 def _value_of(x):
@@ -64,6 +76,22 @@ def _compare(term, other, comparison):
         if guards is not None:
             guards.append((comparison, term, other, outcome))
     return outcome
+
+
+# Every live tape, for the child of a fork (below).
+_tapes = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """A tape that another thread was using when the process forked would
+    stay busy for ever in the child, which has no such thread: give it back,
+    as a failed call leaves it (pg_tape_after_fork)."""
+    for tape in list(_tapes):
+        lib.pg_tape_after_fork(tape._ptr)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Tape:
@@ -100,6 +128,7 @@ class Tape:
 
             self._owner = ffi.gc(ptr, free)
         self._ptr = ptr  # the bare pointer: cffi passes it a little faster
+        _tapes.add(self)
         self._pending = ParkedErrors()  # exceptions raised by user functions mid-sweep
         # (name, id(f), id(df), id(d2f)) -> (function id, (name, f, df, d2f))
         self._functions = {}
@@ -123,7 +152,7 @@ class Tape:
         if name is None:
             index = make(self._ptr, float(value), ffi.NULL)
         elif isinstance(name, str):
-            index = make(self._ptr, float(value), name.encode())
+            index = make(self._ptr, float(value), encoded_name(name, "a name"))
         else:
             raise TypeError(f"a name must be a str or None, not {type(name).__name__}")
         return self._term(index)

@@ -267,6 +267,69 @@ def test_load_refuses_other_files(tmp_path):
         nn.load(path)
 
 
+
+def _saved_fields(tmp_path):
+    nn.MLP(2, [3, 1], seed=0).save(tmp_path / "mlp.npz")
+    with np.load(tmp_path / "mlp.npz") as file:
+        return dict(file)
+
+
+@pytest.mark.parametrize("change, message", [
+    # a 2-D parameter array used to be "holds 13 parameters, but its MLP has 13"
+    ({"parameters": np.zeros((13, 1))}, r"parameters must be a 1-D array of shape \(13,\) for an MLP "
+                                        r"with 2 inputs and layer sizes \[3, 1\], not an array of shape \(13, 1\)"),
+    ({"parameters": np.zeros(12)}, r"shape \(13,\) .* not an array of shape \(12,\)"),
+    ({"parameters": np.array(["a"] * 13)}, "parameters must be floats"),
+    ({"kind": "Perceptron"}, "its kind is 'Perceptron', not one of Neuron, Layer, MLP"),
+    ({"kind": np.array(["MLP", "MLP"])}, r"kind must be one of .* not an array of shape \(2,\)"),
+    ({"nin": 2.5}, r"nin must be a number of inputs \(an int\)"),  # was read as 2
+    ({"nin": 0}, "0 inputs .* must be positive"),
+    ({"sizes": np.array(3)}, "sizes must be a 1-D array"),
+    ({"sizes": np.array([3, 0])}, r"layer sizes \[3, 0\]: they must be positive"),
+    ({"activations": ["relu"]}, "its 2 layers need 2 activations, but it has 1"),
+    ({"activations": ["relu", "swish"]}, "activation 'swish' is not one of linear, relu"),
+    ({"kind": "Neuron"}, r"a Neuron has one output, but its sizes are \[3, 1\]"),  # sizes were ignored
+    ({"kind": "Layer"}, r"a Layer has one layer, but its sizes are \[3, 1\]"),
+])
+def test_load_says_what_is_wrong_with_a_file(tmp_path, change, message):
+    fields = _saved_fields(tmp_path)
+    fields.update(change)
+    np.savez(tmp_path / "bad.npz", **fields)
+    tape = pg.Tape()
+    with pytest.raises(ValueError, match="bad.npz is not a saved pyrograd.nn model: .*" + message):
+        nn.load(tmp_path / "bad.npz", tape=tape)
+    assert len(tape) == 0  # refused before anything was built
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an npz file", "numpy cannot read it as an .npz file"),
+    (b"", "numpy cannot read it as an .npz file"),
+])
+def test_load_refuses_files_numpy_cannot_read(tmp_path, content, message):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        nn.load(path)
+
+
+def test_load_refuses_an_npy_file_and_object_arrays(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"holds one array \(an .npy file\)"):
+        nn.load(tmp_path / "one.npy")
+    fields = _saved_fields(tmp_path)
+    fields["activations"] = np.array(["relu", None], dtype=object)
+    np.savez(tmp_path / "objects.npz", **fields)
+    with pytest.raises(ValueError, match="an array numpy cannot read without pickle"):
+        nn.load(tmp_path / "objects.npz")
+
+
+def test_load_takes_float32_parameters(tmp_path):
+    fields = _saved_fields(tmp_path)
+    fields["parameters"] = fields["parameters"].astype(np.float32)
+    np.savez(tmp_path / "f32.npz", **fields)
+    model = nn.load(tmp_path / "f32.npz")
+    assert np.array_equal(model.tape.values(model.parameters()), fields["parameters"].astype(np.float64))
+
 # ---- the Trainer
 
 
