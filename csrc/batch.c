@@ -185,18 +185,21 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
     }
 }
 
-/* As in sweep.c, a row whose adjoint is zero contributes nothing: adding
-   -0.0 leaves every number as it is (even -0.0), so the select gives the
-   skip's result bit for bit without a branch, and the loop vectorizes.
-   The product is computed for every row (a 0 * inf that the select then
+/* The chain rule of sweep.c (pg_chain): a row whose adjoint is zero
+   contributes nothing, nor does a zero partial, even times an infinite
+   adjoint.  Grads are sums that start at +0.0 and so never hold -0.0:
+   adding the select's +0.0 leaves them as they are, which gives the scalar
+   sweep's skip bit for bit without a branch, and the loop vectorizes.  The
+   product is computed for every row (a 0 * inf that the select then
    discards raises no trap: none are enabled). */
-#define SKIP_ZERO(g, term) select_nonzero((g), (g) * (term))
-static inline double select_nonzero(double g, double product) { return g != 0 ? product : -0.0; }
+#define CHAIN_TERM(g, d) chain_rows((g), (d), (g) * (d))
+static inline double chain_rows(double g, double d, double product) { return (g != 0) & (d != 0) ? product : 0.0; }
 #define REV_K0(d_dx, d_dy)
 #define REV_K1(d_dx, d_dy)                                               \
     EACH_ROW {                                    \
         double g = G[r], x = X[r], v = V[r]; (void)x; (void)v;           \
-        GX[r] += SKIP_ZERO(g, d_dx);                                     \
+        double d = (d_dx);                                               \
+        GX[r] += CHAIN_TERM(g, d);                                       \
     }
 /* One loop for each operand's grad, so that each loop stores to one array
    and vectorizes.  Where both operands are one node (x * x), each row still
@@ -205,7 +208,8 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     { double *restrict GO = (GOUT);                                      \
       EACH_ROW {                                  \
           double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
-          GO[r] += SKIP_ZERO(g, d);                                      \
+          double d_ = (d);                                               \
+          GO[r] += CHAIN_TERM(g, d_);                                    \
       } }
 #define REV_K2(d_dx, d_dy)                                               \
     { const double *restrict Y = val + (size_t)ib * R;                   \
@@ -220,8 +224,8 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     for (size_t r = 0; r < nr; r++) {                                    \
         double g = G[r];                                                 \
         if (g == 0) continue;                                            \
-        double x = X[r];                                                 \
-        GX[r] += g * (d_dx);                                             \
+        double x = X[r], d = (d_dx);                                     \
+        GX[r] += CHAIN_TERM(g, d);                                       \
     }
 
 /* GS[r] += term for every row, or, where this is the only write to slot s's
@@ -253,15 +257,15 @@ static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, cons
                add), then product 1's; so do these loops. */
             const uint32_t *pq = job->pairs + ib;
             for (uint32_t j = pq[0]; j-- > 0;) {
-                if (j == 0) ADD_GRAD(GX, in.a, SKIP_ZERO(G[r], 1));
+                if (j == 0) ADD_GRAD(GX, in.a, CHAIN_TERM(G[r], 1));
                 const uint32_t p = pq[1 + 2 * j] & ~UNIFORM, q = pq[2 + 2 * j] & ~UNIFORM;
                 const double *restrict P = val + (size_t)p * R, *restrict Q = val + (size_t)q * R;
                 { double *restrict GP = grad + (size_t)p * R; /* p may be q: a loop each */
-                  if (pq[2 + 2 * j] & UNIFORM) { const double w = Q[0]; ADD_GRAD(GP, p, SKIP_ZERO(G[r], w)); }
-                  else ADD_GRAD(GP, p, SKIP_ZERO(G[r], Q[r])); }
+                  if (pq[2 + 2 * j] & UNIFORM) { const double w = Q[0]; ADD_GRAD(GP, p, CHAIN_TERM(G[r], w)); }
+                  else ADD_GRAD(GP, p, CHAIN_TERM(G[r], Q[r])); }
                 { double *restrict GQ = grad + (size_t)q * R;
-                  if (pq[1 + 2 * j] & UNIFORM) { const double w = P[0]; ADD_GRAD(GQ, q, SKIP_ZERO(G[r], w)); }
-                  else ADD_GRAD(GQ, q, SKIP_ZERO(G[r], P[r])); }
+                  if (pq[1 + 2 * j] & UNIFORM) { const double w = P[0]; ADD_GRAD(GQ, q, CHAIN_TERM(G[r], w)); }
+                  else ADD_GRAD(GQ, q, CHAIN_TERM(G[r], P[r])); }
             }
             break;
         }
