@@ -103,6 +103,7 @@ typedef struct worker {
     void *memory;       /* the workspace's allocation; val starts at its first 64-byte line */
     double *val, *grad; /* slots x R each */
     double *grad_sum;   /* n_wrt partial sums */
+    double *sum_before; /* grad_sum before the block's rows were added */
     double loss_sum;
     pthread_t thread;
     int started;
@@ -191,9 +192,18 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
    adding the select's +0.0 leaves them as they are, which gives the scalar
    sweep's skip bit for bit without a branch, and the loop vectorizes.  The
    product is computed for every row (a 0 * inf that the select then
-   discards raises no trap: none are enabled). */
-#define CHAIN_TERM(g, d) chain_rows((g), (d), (g) * (d))
-static inline double chain_rows(double g, double d, double product) { return (g != 0) & (d != 0) ? product : 0.0; }
+   discards raises no trap: none are enabled).
+
+   The select on the partial costs the loops a sixth of their instructions,
+   and matters only where it turns a NaN (0 * inf) into 0.  So a block runs
+   without it (guarded = 0) and again with it only if a NaN reached the
+   grads it sums (see run_rows): a NaN term makes every grad below it NaN,
+   so where none is NaN, no select would have changed them. */
+#define CHAIN_TERM(g, d) chain_rows((g), (d), (g) * (d), guarded)
+static inline double chain_rows(double g, double d, double product, int guarded)
+{
+    return (g != 0) & (!guarded | (d != 0)) ? product : 0.0;
+}
 #define REV_K0(d_dx, d_dy)
 #define REV_K1(d_dx, d_dy)                                               \
     EACH_ROW {                                    \
@@ -225,7 +235,7 @@ static inline double chain_rows(double g, double d, double product) { return (g 
         double g = G[r];                                                 \
         if (g == 0) continue;                                            \
         double x = X[r], d = (d_dx);                                     \
-        GX[r] += CHAIN_TERM(g, d);                                       \
+        GX[r] += guarded && d == 0 ? 0.0 : g * d;                        \
     }
 
 /* GS[r] += term for every row, or, where this is the only write to slot s's
@@ -235,7 +245,8 @@ static inline double chain_rows(double g, double d, double product) { return (g 
     else EACH_ROW GS[r] += (term)
 
 static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, const batch *job, const double *val,
-                                                                double *grad, size_t nr, size_t nv, int whole)
+                                                                double *grad, size_t nr, size_t nv, int whole,
+                                                                int guarded)
 {
     const size_t R = job->block;
     for (size_t k = 0; k < job->n_rev; k++) {
@@ -285,8 +296,14 @@ static void forward_block(pg_sweep *s, const batch *job, double *val, size_t nr)
 PG_VECTOR_CLONES
 static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
 {
-    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, nr, whole_lines(nr), 1);
-    else reverse_rows(s, job, val, grad, nr, nr, 0);
+    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, nr, whole_lines(nr), 1, 0);
+    else reverse_rows(s, job, val, grad, nr, nr, 0, 0);
+}
+
+/* Rarely run: one version will do (vector or not, the bits are the same). */
+static void reverse_block_guarded(pg_sweep *s, const batch *job, const double *val, double *grad, size_t nr)
+{
+    reverse_rows(s, job, val, grad, nr, nr, 0, 1);
 }
 
 /* ---- running rows ------------------------------------------------------------ */
@@ -300,18 +317,32 @@ static void load_row(const batch *job, double *val, size_t row, size_t r)
         if (job->input_slot[k] != NONE) val[(size_t)job->input_slot[k] * R + r] = data[k];
 }
 
-/* Forward, and for a gradient reverse, over the first nr slots. */
-static void sweep_block(worker *w, size_t nr)
+/* The grads of the first nr slots, from their values. */
+static void reverse_of_block(worker *w, size_t nr, int guarded)
 {
     const batch *job = w->job;
     const size_t R = job->block;
-    forward_block(&w->sweep, job, w->val, nr);
-    if (job->output_slot) return;
     for (size_t k = 0; k < job->n_zero; k++)
         memset(w->grad + (size_t)job->zero[2 * k] * R, 0,
                (size_t)(job->zero[2 * k + 1] - job->zero[2 * k]) * R * sizeof *w->grad);
     for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss_slot * R + r] = 1.0;
-    reverse_block(&w->sweep, job, w->val, w->grad, nr);
+    if (guarded) reverse_block_guarded(&w->sweep, job, w->val, w->grad, nr);
+    else reverse_block(&w->sweep, job, w->val, w->grad, nr);
+}
+
+/* Forward, and for a gradient reverse, over the first nr slots. */
+static void sweep_block(worker *w, size_t nr)
+{
+    forward_block(&w->sweep, w->job, w->val, nr);
+    if (!w->job->output_slot) reverse_of_block(w, nr, 0);
+}
+
+/* Whether a sum that was not NaN before the block's rows is NaN after. */
+static int nan_added(const double *before, const double *after, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (after[k] != after[k] && before[k] == before[k]) return 1;
+    return 0;
 }
 
 /* A block runs node by node, so the failure it meets first need not be in
@@ -395,7 +426,13 @@ static void run_rows(worker *w)
         /* Each sum in row order, as a Python loop over the rows adds them. */
         const double *loss = val + (size_t)job->loss_slot * R;
         for (size_t r = 0; r < nr; r++) w->loss_sum += loss[r];
+        memcpy(w->sum_before, w->grad_sum, job->n_wrt * sizeof *w->grad_sum);
         add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
+        if (nan_added(w->sum_before, w->grad_sum, job->n_wrt)) { /* it may be a 0 * inf: see CHAIN_TERM */
+            memcpy(w->grad_sum, w->sum_before, job->n_wrt * sizeof *w->grad_sum);
+            reverse_of_block(w, nr, 1);
+            add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
+        }
     }
 }
 
@@ -819,7 +856,7 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     /* Whole cache lines a slot, from a line's start: a vector load never
        straddles two lines (that made the AVX-512 loops a third slower). */
     job->block = R = R >= PG_LINE ? R / PG_LINE * PG_LINE : R;
-    size_t doubles = room * R * per_node + req->n_wrt;
+    size_t doubles = room * R * per_node + 2 * req->n_wrt;
     b->w = pg__alloc(t, NULL, (size_t)threads * sizeof *b->w);
     if (!b->w) goto nomem;
     b->bytes += (size_t)threads * (sizeof *b->w + (doubles + PG_LINE) * sizeof(double));
@@ -832,7 +869,7 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
                                    ~(uintptr_t)(PG_LINE * sizeof(double) - 1));
         b->w[k] = (worker){job, {t, PG_OK, 0, 0, 0}, NULL, 0, req->rows * k / threads,
                            req->rows * (k + 1) / threads, memory, block, grads ? block + room * R : NULL,
-                           block + doubles - req->n_wrt, 0.0, 0, 0};
+                           block + doubles - 2 * req->n_wrt, block + doubles - req->n_wrt, 0.0, 0, 0};
     }
     if (req->penalty != NONE) {
         int rc = plan_penalty(t, req, &b->penalty_batch);

@@ -224,6 +224,18 @@ def test_batches_follow_the_rule_row_by_row():
     assert not math.isnan(total)
     _, grads = tape.grad_batch(y, [x], data, [x], threads=1)
     assert bits(grads[0]) == bits(total)
+    # rows in blocks of one: the 0 * inf rows are blocks of their own
+    for p in points:
+        _, grads = tape.grad_batch(y, [x], np.array([[p]]), [x], threads=1)
+        x.set(p)
+        y.backprop()
+        assert bits(grads[0]) == bits(x.grad)
+    _, grads = tape.grad_batch(y, [x], data, [x], threads=2)
+    assert grads[0] == pytest.approx(total, rel=1e-12)
+    # a NaN row makes the sum NaN, before or after a 0 * inf row
+    for rows in ([math.nan, 0.0, 4.0], [4.0, 0.0, math.nan], [0.0, math.nan]):
+        _, grads = tape.grad_batch(y, [x], np.array(rows).reshape(-1, 1), [x], threads=1)
+        assert math.isnan(grads[0])
 
 
 # ---- random graphs ---------------------------------------------------------------
