@@ -114,6 +114,7 @@ typedef struct worker {
     void *memory;       /* the workspace's allocation; val starts at its first 64-byte line */
     double *val, *grad; /* slots x R each */
     double *grad_sum;   /* n_wrt partial sums */
+    double *sum_before; /* grad_sum before the block's rows were added */
     double loss_sum;
     pthread_t thread;
     int started;
@@ -204,18 +205,30 @@ static inline __attribute__((always_inline)) void forward_rows(pg_sweep *s, cons
     }
 }
 
-/* As in sweep.c, a row whose adjoint is zero contributes nothing: adding
-   -0.0 leaves every number as it is (even -0.0), so the select gives the
-   skip's result bit for bit without a branch, and the loop vectorizes.
-   The product is computed for every row (a 0 * inf that the select then
-   discards raises no trap: none are enabled). */
-#define SKIP_ZERO(g, term) select_nonzero((g), (g) * (term))
-static inline double select_nonzero(double g, double product) { return g != 0 ? product : -0.0; }
+/* The chain rule of sweep.c (pg_chain): a row whose adjoint is zero
+   contributes nothing, nor does a zero partial, even times an infinite
+   adjoint.  Grads are sums that start at +0.0 and so never hold -0.0:
+   adding the select's +0.0 leaves them as they are, which gives the scalar
+   sweep's skip bit for bit without a branch, and the loop vectorizes.  The
+   product is computed for every row (a 0 * inf that the select then
+   discards raises no trap: none are enabled).
+
+   The select on the partial costs the loops a sixth of their instructions,
+   and matters only where it turns a NaN (0 * inf) into 0.  So a block runs
+   without it (guarded = 0) and again with it only if a NaN reached the
+   grads it sums (see run_rows): a NaN term makes every grad below it NaN,
+   so where none is NaN, no select would have changed them. */
+#define CHAIN_TERM(g, d) chain_rows((g), (d), (g) * (d), guarded)
+static inline double chain_rows(double g, double d, double product, int guarded)
+{
+    return (g != 0) & (!guarded | (d != 0)) ? product : 0.0;
+}
 #define REV_K0(d_dx, d_dy)
 #define REV_K1(d_dx, d_dy)                                               \
     EACH_ROW {                                    \
         double g = G[r], x = X[r], v = V[r]; (void)x; (void)v;           \
-        GX[r] += SKIP_ZERO(g, d_dx);                                     \
+        double d = (d_dx);                                               \
+        GX[r] += CHAIN_TERM(g, d);                                       \
     }
 /* One loop for each operand's grad, so that each loop stores to one array
    and vectorizes.  Where both operands are one node (x * x), each row still
@@ -224,7 +237,8 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     { double *restrict GO = (GOUT);                                      \
       EACH_ROW {                                  \
           double g = G[r], x = X[r], y = Y[r], v = V[r]; (void)x; (void)y; (void)v; \
-          GO[r] += SKIP_ZERO(g, d);                                      \
+          double d_ = (d);                                               \
+          GO[r] += CHAIN_TERM(g, d_);                                    \
       } }
 #define REV_K2(d_dx, d_dy)                                               \
     { const double *restrict Y = val + (size_t)ib * R;                   \
@@ -239,8 +253,8 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
     for (size_t r = 0; r < nr; r++) {                                    \
         double g = G[r];                                                 \
         if (g == 0) continue;                                            \
-        double x = X[r];                                                 \
-        GX[r] += g * (d_dx);                                             \
+        double x = X[r], d = (d_dx);                                     \
+        GX[r] += guarded && d == 0 ? 0.0 : g * d;                        \
     }
 
 /* GS[r] += term for every row, or, where this is the only write to slot s's
@@ -251,7 +265,7 @@ static inline double select_nonzero(double g, double product) { return g != 0 ? 
 
 static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, const batch *job, const double *val,
                                                                 double *grad, size_t from, size_t to, size_t nr,
-                                                                size_t nv, int whole)
+                                                                size_t nv, int whole, int guarded)
 {
     const size_t R = job->block;
     for (size_t k = from; k < to; k++) {
@@ -273,15 +287,15 @@ static inline __attribute__((always_inline)) void reverse_rows(pg_sweep *s, cons
                add), then product 1's; so do these loops. */
             const uint32_t *pq = job->pairs + ib;
             for (uint32_t j = pq[0]; j-- > 0;) {
-                if (j == 0) ADD_GRAD(GX, in.a, SKIP_ZERO(G[r], 1));
+                if (j == 0) ADD_GRAD(GX, in.a, CHAIN_TERM(G[r], 1));
                 const uint32_t p = pq[1 + 2 * j] & ~UNIFORM, q = pq[2 + 2 * j] & ~UNIFORM;
                 const double *restrict P = val + (size_t)p * R, *restrict Q = val + (size_t)q * R;
                 { double *restrict GP = grad + (size_t)p * R; /* p may be q: a loop each */
-                  if (pq[2 + 2 * j] & UNIFORM) { const double w = Q[0]; ADD_GRAD(GP, p, SKIP_ZERO(G[r], w)); }
-                  else ADD_GRAD(GP, p, SKIP_ZERO(G[r], Q[r])); }
+                  if (pq[2 + 2 * j] & UNIFORM) { const double w = Q[0]; ADD_GRAD(GP, p, CHAIN_TERM(G[r], w)); }
+                  else ADD_GRAD(GP, p, CHAIN_TERM(G[r], Q[r])); }
                 { double *restrict GQ = grad + (size_t)q * R;
-                  if (pq[1 + 2 * j] & UNIFORM) { const double w = P[0]; ADD_GRAD(GQ, q, SKIP_ZERO(G[r], w)); }
-                  else ADD_GRAD(GQ, q, SKIP_ZERO(G[r], P[r])); }
+                  if (pq[1 + 2 * j] & UNIFORM) { const double w = P[0]; ADD_GRAD(GQ, q, CHAIN_TERM(G[r], w)); }
+                  else ADD_GRAD(GQ, q, CHAIN_TERM(G[r], P[r])); }
             }
             break;
         }
@@ -303,8 +317,15 @@ PG_VECTOR_CLONES
 static void reverse_block(pg_sweep *s, const batch *job, const double *val, double *grad, size_t from, size_t to,
                           size_t nr)
 {
-    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, from, to, nr, whole_lines(nr), 1);
-    else reverse_rows(s, job, val, grad, from, to, nr, nr, 0);
+    if (job->block % PG_LINE == 0) reverse_rows(s, job, val, grad, from, to, nr, whole_lines(nr), 1, 0);
+    else reverse_rows(s, job, val, grad, from, to, nr, nr, 0, 0);
+}
+
+/* Rarely run: one version will do (vector or not, the bits are the same). */
+static void reverse_block_guarded(pg_sweep *s, const batch *job, const double *val, double *grad, size_t from,
+                                  size_t to, size_t nr)
+{
+    reverse_rows(s, job, val, grad, from, to, nr, nr, 0, 1);
 }
 
 /* ---- running rows ------------------------------------------------------------ */
@@ -331,24 +352,44 @@ static int block_stops(worker *w, size_t instrs)
     return w->stopped = pg__stop(w->sweep.t, w->poll, (uint64_t)instrs * w->job->block);
 }
 
-/* Forward, and for a gradient reverse, over the first nr slots. */
-static void sweep_block(worker *w, size_t nr)
+/* Instructions per segment of a block of R rows. */
+static size_t segment(size_t R) { return R < PG_SEGMENT ? PG_SEGMENT / R : 1; }
+
+/* The grads of the first nr slots, from their values, in segments. */
+static void reverse_of_block(worker *w, size_t nr, int guarded)
 {
     const batch *job = w->job;
-    const size_t R = job->block, step = R < PG_SEGMENT ? PG_SEGMENT / R : 1;
-    for (size_t k = 0; k < job->n_fwd; k += step) {
-        if (k > 0 && block_stops(w, step)) return;
-        forward_block(&w->sweep, job, w->val, k, job->n_fwd - k > step ? k + step : job->n_fwd, nr);
-    }
-    if (job->output_slot || w->sweep.status) return;
+    const size_t R = job->block, step = segment(R);
     for (size_t k = 0; k < job->n_zero; k++)
         memset(w->grad + (size_t)job->zero[2 * k] * R, 0,
                (size_t)(job->zero[2 * k + 1] - job->zero[2 * k]) * R * sizeof *w->grad);
     for (size_t r = 0; r < nr; r++) w->grad[(size_t)job->loss_slot * R + r] = 1.0;
     for (size_t k = 0; k < job->n_rev; k += step) {
         if (k > 0 && block_stops(w, step)) return;
-        reverse_block(&w->sweep, job, w->val, w->grad, k, job->n_rev - k > step ? k + step : job->n_rev, nr);
+        size_t to = job->n_rev - k > step ? k + step : job->n_rev;
+        if (guarded) reverse_block_guarded(&w->sweep, job, w->val, w->grad, k, to, nr);
+        else reverse_block(&w->sweep, job, w->val, w->grad, k, to, nr);
     }
+}
+
+/* Forward, and for a gradient reverse, over the first nr slots. */
+static void sweep_block(worker *w, size_t nr)
+{
+    const batch *job = w->job;
+    const size_t step = segment(job->block);
+    for (size_t k = 0; k < job->n_fwd; k += step) {
+        if (k > 0 && block_stops(w, step)) return;
+        forward_block(&w->sweep, job, w->val, k, job->n_fwd - k > step ? k + step : job->n_fwd, nr);
+    }
+    if (!job->output_slot && !w->sweep.status) reverse_of_block(w, nr, 0);
+}
+
+/* Whether a sum that was not NaN before the block's rows is NaN after. */
+static int nan_added(const double *before, const double *after, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (after[k] != after[k] && before[k] == before[k]) return 1;
+    return 0;
 }
 
 /* A block runs node by node, so the failure it meets first need not be in
@@ -438,7 +479,14 @@ static void run_rows(worker *w)
         /* Each sum in row order, as a Python loop over the rows adds them. */
         const double *loss = val + (size_t)job->loss_slot * R;
         for (size_t r = 0; r < nr; r++) w->loss_sum += loss[r];
+        memcpy(w->sum_before, w->grad_sum, job->n_wrt * sizeof *w->grad_sum);
         add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
+        if (nan_added(w->sum_before, w->grad_sum, job->n_wrt)) { /* it may be a 0 * inf: see CHAIN_TERM */
+            memcpy(w->grad_sum, w->sum_before, job->n_wrt * sizeof *w->grad_sum);
+            reverse_of_block(w, nr, 1);
+            if (w->sweep.status || w->stopped) return;
+            add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
+        }
     }
 }
 
@@ -934,7 +982,7 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
     /* Whole cache lines a slot, from a line's start: a vector load never
        straddles two lines (that made the AVX-512 loops a third slower). */
     job->block = R = R >= PG_LINE ? R / PG_LINE * PG_LINE : R;
-    size_t doubles = room * R * per_node + req->n_wrt;
+    size_t doubles = room * R * per_node + 2 * req->n_wrt;
     b->w = pg__alloc(t, NULL, (size_t)threads * sizeof *b->w);
     if (!b->w) goto nomem;
     b->bytes += (size_t)threads * (sizeof *b->w + (doubles + PG_LINE) * sizeof(double));
@@ -950,7 +998,8 @@ static int plan_batch(pg_tape *t, const request *req, int threads, int mean, pg_
                                    ~(uintptr_t)(PG_LINE * sizeof(double) - 1));
         b->w[k] = (worker){.job = job, .sweep = {t, PG_OK, 0, 0, 0}, .r0 = req->rows * k / threads,
                            .r1 = req->rows * (k + 1) / threads, .memory = memory, .val = block,
-                           .grad = grads ? block + room * R : NULL, .grad_sum = block + doubles - req->n_wrt};
+                           .grad = grads ? block + room * R : NULL, .sum_before = block + doubles - 2 * req->n_wrt,
+                           .grad_sum = block + doubles - req->n_wrt};
     }
     if (req->penalty != NONE) {
         int rc = plan_penalty(t, req, poll, &b->penalty_batch);

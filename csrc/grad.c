@@ -4,7 +4,9 @@
  * re-evaluates after a set and can be differentiated again, to any order.
  *
  * It is reverse mode done symbolically: one walk down the tape from y,
- * building each node's adjoint from the op table's graph partials.  Two
+ * building each node's adjoint from the op table's graph partials, an
+ * adjoint times a partial being a CHAIN node (0 when either is 0, as in
+ * the sweeps: the graph and backprop agree however the values move).  Two
  * things keep the graphs small.  Constant folding: x * 1, x * 0, x + 0 and
  * operations on constants are never built.  Hash-consing: an index of the
  * tape's nodes by (op, operands) finds an identical node in O(1), so a
@@ -187,6 +189,7 @@ static uint32_t build(builder *g, int op, uint32_t a, uint32_t b)
         if (is_const(g, a, 0)) return build(g, PG_OP_NEG, b, 0);
         break;
     case PG_OP_MUL:
+    case PG_OP_CHAIN: /* 0 times anything folds to 0: the chain rule's zero */
         if (is_const(g, a, 0) || is_const(g, b, 0)) return g->zero;
         if (is_const(g, a, 1)) return b;
         if (is_const(g, b, 1)) return a;
@@ -350,7 +353,7 @@ static int grad_graph(pg_tape *t, uint32_t y, const uint32_t *xs, size_t n_xs, u
         for (int k = 0; k < operands; k++) {
             uint32_t operand = k == 0 ? t->a[i] : t->b[i];
             if (!reach[operand]) continue; /* also POWC's constant exponent */
-            uint32_t step = build(&g, PG_OP_MUL, adj[i], partial(&g, i, k));
+            uint32_t step = build(&g, PG_OP_CHAIN, adj[i], partial(&g, i, k));
             if (is_const(&g, step, 0)) continue;
             adj[operand] = adj[operand] == NONE ? step : build(&g, PG_OP_ADD, adj[operand], step);
         }

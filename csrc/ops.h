@@ -57,11 +57,16 @@ static inline double pg_min(double x, double y) { return (x < y || x != x) ? x :
 /* At a tie the gradient is shared half and half, as in PyTorch. */
 static inline double pg_dmax(double x, double y) { return x > y ? 1.0 : x == y ? 0.5 : 0.0; }
 
-/* d/dx x^y = y x^(y-1); written so that x = 0, y = 1 gives 1, not 0 * inf. */
-static inline double pg_dpow_dx(double x, double y)
-{
-    return y == 0 ? 0.0 : y * pow(x, y - 1);
-}
+/* The chain rule's product of an adjoint or tangent g and a local partial
+   d: exactly 0 when either factor is 0 (+0 or -0), even if the other is inf
+   or NaN.  A flat op (relu below 0, a constant factor 0) then stops an
+   infinite partial beneath it from making a NaN, as a node the output does
+   not depend on (adjoint 0) always did, and every derivative mode agrees. */
+static inline double pg_chain(double g, double d) { return g == 0 || d == 0 ? 0.0 : g * d; }
+
+/* d/dx x^y = y x^(y-1), a product under the chain rule's zero: 0 for y = 0
+   whatever x is (x = 0, NaN), and x = 0, y = 1 gives 1. */
+static inline double pg_dpow_dx(double x, double y) { return pg_chain(y, pow(x, y - 1)); }
 
 /* d/dy x^y = x^y log x; 0 at x = 0 (the limit for y > 0), as in PyTorch. */
 static inline double pg_dpow_dy(double x, double v)
@@ -82,12 +87,13 @@ static inline double pg_dpow_dy(double x, double v)
                                   ONE, K(-1))                                                       \
     X(MUL,      "*",        KA,  x * y,           y,                x,                              \
                                   Y_, X_)                                                           \
-    X(DIV,      "/",        K2,  x / y,           1 / y,            -v * (1 / y),                   \
+    /* d/dy is -(v / y), as its graph computes it (-v * (1 / y) was 0 * inf at x = 0, y = 5e-324) */ \
+    X(DIV,      "/",        K2,  x / y,           1 / y,            -(v / y),                       \
                                   B(DIV, ONE, Y_), U(NEG, B(DIV, V_, Y_)))                          \
     X(POW,      "pow",      K2,  pow(x, y),       pg_dpow_dx(x, y), pg_dpow_dy(x, v),               \
-                                  B(MUL, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(XLOG, X_, V_))         \
+                                  B(CHAIN, Y_, B(POW, X_, B(SUB, Y_, ONE))), B(XLOG, X_, V_))       \
     X(POWC,     "pow",      KC,  pow(x, y),       pg_dpow_dx(x, y), 0,                              \
-                                  B(MUL, Y_, B(POWC, X_, K(VALUE(Y_) - 1))), ZERO)                  \
+                                  B(CHAIN, Y_, B(POWC, X_, K(VALUE(Y_) - 1))), ZERO)                \
     X(MAX,      "max",      K2,  pg_max(x, y),    pg_dmax(x, y),    pg_dmax(y, x),                  \
                                   B(DMAX, X_, Y_), B(DMAX, Y_, X_))                                 \
     X(MIN,      "min",      K2,  pg_min(x, y),    pg_dmax(y, x),    pg_dmax(x, y),                  \
@@ -125,9 +131,13 @@ static inline double pg_dpow_dy(double x, double v)
                                   ZERO, ZERO)                                                       \
     X(DMAX,     "dmax",     K2,  pg_dmax(x, y),   0,                0,                              \
                                   ZERO, ZERO)                                                       \
-    /* y log x, and 0 at x = 0 (d/dy x^y = x^y log x has that limit). */                           \
+    /* y log x, and 0 at x = 0 (d/dy x^y = x^y log x has that limit); so is d/dy, xlog(x, 1). */    \
     X(XLOG,     "xlog",     K2,  pg_dpow_dy(x, y), y / x,           x == 0 ? 0 : log(x),            \
-                                  B(DIV, Y_, X_), U(LOG, X_))                                       \
+                                  B(DIV, Y_, X_), B(XLOG, X_, ONE))                                 \
+    /* The chain rule's product (pg_chain): derivative graphs multiply an      \
+       adjoint by a partial with it, so that they follow the sweeps' rule. */  \
+    X(CHAIN,    "chain",    K2,  pg_chain(x, y),  y,                x,                              \
+                                  Y_, X_)                                                           \
 
 enum {
 #define PG_OP_ENUM(NAME, label, kind, value, d_dx, d_dy, ...) PG_OP_##NAME,

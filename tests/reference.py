@@ -113,6 +113,8 @@ def _binary(op, x, y, ex, ey, same, y_is_number=False):
         return x - y, 1.0, -1.0, 0.0, 0.0, 1.0, 1.0
     if op == "mul":
         return x * y, y, x, ey, ex, abs(y), abs(x)
+    if op == "chain":  # the chain rule's product: x * y, and 0 when either is 0 (even times inf)
+        return (0.0 if x == 0 or y == 0 else x * y), y, x, ey, ex, abs(y), abs(x)
     if op == "div":
         _well_away(abs(y), ey, "division by ~0")
         dx, dy = 1.0 / y, -x / (y * y)

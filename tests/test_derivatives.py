@@ -242,6 +242,24 @@ def test_pow_wrt_exponent_at_zero_base_matches_backprop_and_torch():
     assert pg.grad(0**y, y).value == 0.0
 
 
+@pytest.mark.parametrize("x0", [0.0, math.nan, 5e-324])
+def test_pow_wrt_base_at_zero_exponent_is_zero_in_every_mode(x0):
+    """d/dx x**y at y = 0 is 0 whatever x is, in backprop, derive and pg.grad.
+
+    The graph rule was y * x**(y-1), 0 * inf = NaN where 1/x overflows (x = 0,
+    NaN, 5e-324), while the sweeps' rule has a y == 0 case; both are now the
+    chain rule's product (pg_chain, the CHAIN op), which is 0 when y is.  The
+    second derivatives agree too: pg.hessian with pg.grad of pg.grad."""
+    tape = pg.Tape()
+    x, y = tape.term("x", x0), tape.term("y", 0.0)
+    z = x**y
+    z.backprop()
+    assert (x.grad, z.derive(x), pg.grad(z, x).value) == (0.0, 0.0, 0.0)
+    grads = pg.grad(z, [x, y])
+    second = [[pg.grad(g, v).value for v in (x, y)] for g in grads]
+    np.testing.assert_array_equal(pg.hessian(z, [x, y]), second)
+
+
 def test_grad_graph_agrees_with_backprop_on_a_mix_of_every_op():
     tape = pg.Tape()
     a, b, c = tape.term("a", 0.7), tape.term("b", 1.9), tape.term("c", -0.4)

@@ -223,7 +223,7 @@ class TapeMachine(RuleBasedStateMachine):
         self._add(("call", "picky", i), make)
 
     @precondition(lambda self: len(self.spec) < MAX_NODES)
-    @rule(op=st.sampled_from(UNARY + BINARY + ["step", "sign", "dmax", "xlog", "powc", "const"]),
+    @rule(op=st.sampled_from(UNARY + BINARY + ["step", "sign", "dmax", "xlog", "chain", "powc", "const"]),
           i=node, j=node, c=value)
     def add_by_extend(self, op, i, j, c):
         """One node through Tape.extend: the ops operators cannot make too."""
