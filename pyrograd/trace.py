@@ -11,7 +11,9 @@
 """
 import functools
 import inspect
+import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -155,6 +157,20 @@ class _Path:
         return taken, columns[:, [0] + list(range(len(self.probe), len(outputs)))]
 
 
+# Every traced function, for the child of a fork: a lock another thread held
+# when the process forked would be held for ever in the child.
+_functions = weakref.WeakSet()
+
+
+def _new_locks_in_child():
+    for function in list(_functions):
+        function._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_new_locks_in_child)
+
+
 class Function:
     """A traced function; see pyrograd.function."""
 
@@ -171,6 +187,7 @@ class Function:
         self._paths = []  # in the order they were traced; the first is `tape`'s
         self._last = 0  # the path of the last scalar call, tried first
         self._lock = threading.RLock()  # reentrant: a callback's call gets TapeBusyError, not a deadlock
+        _functions.add(self)
 
     # ---- tracing
     @property

@@ -114,3 +114,44 @@ SCRIPT = textwrap.dedent("""
 def test_a_child_forked_while_other_threads_use_tapes_can_use_them():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{result.returncode} children failed:\n{result.stderr[-3000:]}"
+
+
+TRACED = textwrap.dedent("""
+    import math, os, threading, time
+    import pyrograd as pg
+
+    entered = threading.Event()
+
+    def slow(v):
+        entered.set()
+        time.sleep(0.5)  # the call holds the function's lock meanwhile
+        return v
+
+    @pg.function
+    def f(x):
+        return pg.apply(x, "slow", slow, lambda v: 1.0) * 2
+
+    f(1.0)
+    entered.clear()
+    worker = threading.Thread(target=f, args=(3.0,))
+    worker.start()
+    entered.wait()
+    pid = os.fork()
+    if pid == 0:  # the worker thread is gone here, and held f's lock
+        try:
+            ok = f(4.0) == 8.0
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    worker.join()
+    print("child status", status)
+    raise SystemExit(0 if status == 0 else 1)
+""")
+
+
+def test_a_child_can_call_a_traced_function_another_thread_was_calling():
+    # The child of a fork has none of the parent's other threads: a traced
+    # function's lock that one of them held stayed held, and f deadlocked.
+    result = subprocess.run([sys.executable, "-c", TRACED], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
