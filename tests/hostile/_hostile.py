@@ -18,6 +18,18 @@ SCALE = float(os.environ.get("PYROGRAD_HOSTILE_SCALE", "1"))
 SLOWDOWN = float(os.environ.get("PYROGRAD_HOSTILE_SLOWDOWN", "1"))
 
 
+def model(depth=300):
+    """(tape, x, w, loss): a chain of `depth` tanh(y * w + 0.1) from x, squared."""
+    import pyrograd as pg
+
+    tape = pg.Tape()
+    x, w = tape.term("x", 0.0), tape.term("w", 0.5)
+    y = x
+    for _ in range(depth):
+        y = pg.tanh(y * w + 0.1)
+    return tape, x, w, y * y
+
+
 def scaled(n, least=1):
     """n loop turns, scaled by PYROGRAD_HOSTILE_SCALE."""
     return max(least, int(n * SCALE))

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import pyrograd as pg
-from _hostile import SLOWDOWN, ok
+from _hostile import SLOWDOWN, model, ok
 
 DELAY = 0.2  # seconds into the call that the signal comes
 LONG = 1.5  # seconds each call would take undisturbed (sized from a sample)
@@ -50,15 +50,6 @@ def latency(what, call, delay=DELAY):
     print(f"{what}: KeyboardInterrupt {waited:.3f} s after the signal")
     if waited >= BOUND:  # the others are measured too, then this fails
         late.append(f"{what}: KeyboardInterrupt came {waited:.2f} s after the signal (bound {BOUND} s)")
-
-
-def model(depth=300):
-    tape = pg.Tape()
-    x, w = tape.term("x", 0.0), tape.term("w", 0.5)
-    y = x
-    for _ in range(depth):
-        y = pg.tanh(y * w + 0.1)
-    return tape, x, w, y * y
 
 
 tape, x, w, loss = model()

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 import pyrograd as pg
-from _hostile import SLOWDOWN, ok, skip
+from _hostile import SLOWDOWN, model, ok, skip
 
 if not hasattr(os, "fork"):
     skip("no os.fork on this platform")
@@ -17,15 +17,6 @@ if not hasattr(os, "fork"):
 warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
 
 CHILD_BOUND = 20.0 * SLOWDOWN  # seconds the child may take: generous
-
-
-def model(depth=300):
-    tape = pg.Tape()
-    x, w = tape.term("x", 0.0), tape.term("w", 0.5)
-    y = x
-    for _ in range(depth):
-        y = pg.tanh(y * w + 0.1)
-    return tape, x, w, y * y
 
 
 tape, x, w, loss = model()
