@@ -63,44 +63,38 @@ class ParkedErrors(dict):
 
     A call may also park exceptions it does not report: a function that
     failed in a node the value read does not depend on (on the calling
-    thread), or another thread of a batch.  Another thread's call on the same
-    tape may run between a failed call's return and its raise, so a call
-    forgets only what its own thread parked (and the exception it raises):
-    no traceback of a scalar sweep outlives its call.  The exceptions of a
-    batch's other threads are kept, at most KEPT of them, the oldest
-    forgotten first.  Each entry is code -> (order parked, thread, exception).
+    thread), or in another thread of a batch (one of the core's, which Python
+    did not start).  When a call ends, the tape forgets what the calling
+    thread and the core's threads parked, so no traceback outlives its call.
+    What another Python thread parked stays: its own call on the same tape
+    may have failed just before and not raised yet.  Each entry is
+    code -> (thread, exception).
     """
-
-    KEPT = 64
 
     def __init__(self):
         super().__init__()
         self._codes = itertools.count(1)  # next() is atomic: callbacks may run on several threads
 
     def park(self, error):
-        seq = next(self._codes)
-        code = seq % 0x3FFFFFFF + 1
+        code = next(self._codes) % 0x3FFFFFFF + 1
         if not isinstance(error, Exception):
             code = ESCAPED - code  # below ESCAPED: never it
-        if len(self) >= self.KEPT:
-            oldest = sorted(self.items(), key=lambda item: item[1][0])[: len(self) - self.KEPT + 1]
-            for old_code, _entry in oldest:
-                self.pop(old_code, None)
-        self[code] = (seq, threading.get_ident(), error)
+        self[code] = (threading.get_ident(), error)
         return code
 
     def take(self, code):
         """The exception parked under code (or None); forgets it and what
-        this thread parked."""
+        the call left (see above)."""
         entry = self.pop(code, None)
-        self.forget_this_threads()
-        return entry[2] if entry is not None else None
+        self.forget_this_calls()
+        return entry[1] if entry is not None else None
 
-    def forget_this_threads(self):
-        """Forgets what this thread parked (its call has ended)."""
+    def forget_this_calls(self):
+        """Forgets what this thread and the core's threads parked."""
         me = threading.get_ident()
-        for code, (_seq, thread, _error) in list(self.items()):
-            if thread == me:
+        python_threads = {thread.ident for thread in threading.enumerate()}
+        for code, (thread, _error) in list(self.items()):
+            if thread == me or thread not in python_threads:
                 self.pop(code, None)
 
 

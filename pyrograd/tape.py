@@ -173,7 +173,7 @@ class Tape:
         if code:
             raise_status(self, code)
         if self._pending:
-            self._pending.forget_this_threads()
+            self._pending.forget_this_calls()
 
     def __len__(self):
         n = lib.pg_size(self._ptr)

@@ -352,3 +352,27 @@ def test_out_of_memory_while_marking_failures():
             y.value
         x.set(1.0)
         assert (y + z).value == 4.0
+
+
+def test_no_parked_exception_of_a_batch_thread_outlives_its_call():
+    # On two threads both halves of a batch fail; the first half's failure
+    # is raised, and the other thread's exception must not stay referenced.
+    import gc
+    import weakref
+
+    t = pg.Tape()
+    x = t.term("x", 0.0)
+    raised = []
+
+    def f(v):
+        error = Boom(v)
+        raised.append(weakref.ref(error))
+        raise error
+
+    y = x.apply("f", f, None)
+    rows = np.linspace(1.0, 2.0, 1000).reshape(-1, 1)
+    with pytest.raises(Boom):
+        t.eval_batch(y, [x], rows, threads=2)
+    gc.collect()
+    assert len(raised) >= 2  # both threads failed
+    assert all(ref() is None for ref in raised)
