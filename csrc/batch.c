@@ -439,6 +439,17 @@ static void add_rows(const uint32_t *slots, size_t n, const double *grad, size_t
     }
 }
 
+/* The block's rows [r0, r0 + nr) failed: finds the row a loop would have
+   failed at, and stops the others when theirs is not the failure reported
+   (the first share's is), or when a callback asked to stop the call
+   (Ctrl-C in a Python function). */
+static void stop_at_failure(worker *w, size_t r0, size_t nr)
+{
+    find_first_failure(w, r0, nr);
+    if (w->r0 == 0 || (w->sweep.status == PG_ECALLBACK && w->sweep.code < 0))
+        atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
+}
+
 static void run_rows(worker *w)
 {
     const batch *job = w->job;
@@ -460,12 +471,7 @@ static void run_rows(worker *w)
         for (size_t r = 0; r < nr; r++) load_row(job, w->val, r0 + r, r);
         sweep_block(w, nr);
         if (w->sweep.status) {
-            find_first_failure(w, r0, nr);
-            /* The failure of the first share is the one reported, whatever
-               the others meet, so they may stop; so may they when a
-               callback asked to stop the call (Ctrl-C in a Python function). */
-            if (w->r0 == 0 || (w->sweep.status == PG_ECALLBACK && w->sweep.code < 0))
-                atomic_store_explicit(&w->sweep.t->interrupted, 1, memory_order_relaxed);
+            stop_at_failure(w, r0, nr);
             return;
         }
         if (w->stopped) return;
@@ -483,7 +489,8 @@ static void run_rows(worker *w)
         add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
         if (nan_added(w->sum_before, w->grad_sum, job->n_wrt)) { /* it may be a 0 * inf: see CHAIN_TERM */
             memcpy(w->grad_sum, w->sum_before, job->n_wrt * sizeof *w->grad_sum);
-            reverse_of_block(w, nr, 1);
+            reverse_of_block(w, nr, 1); /* derivative callbacks run again: see the README */
+            if (w->sweep.status) stop_at_failure(w, r0, nr);
             if (w->sweep.status || w->stopped) return;
             add_rows(job->wrt_slot, job->n_wrt, grad, R, nr, w->grad_sum);
         }

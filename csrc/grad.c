@@ -295,8 +295,12 @@ static void roll_back(pg_tape *t, uint32_t n, uint32_t n_fns)
 {
     t->n = n;
     pg__invalidate(t, n);
-    for (uint32_t f = n_fns; f < t->n_fns; f++) pg__alloc(t, t->fns[f].name, 0);
+    /* Uncounted before freed, so that a child forked meanwhile reads no
+       freed name (pg_tape_after_fork). */
+    uint32_t made = t->n_fns;
     t->n_fns = n_fns;
+    atomic_thread_fence(memory_order_release);
+    for (uint32_t f = n_fns; f < made; f++) pg__alloc(t, t->fns[f].name, 0);
     for (uint32_t f = 0; f < n_fns; f++)
         if (t->fns[f].deriv >= (int32_t)n_fns) t->fns[f].deriv = -1;
     pg__alloc(t, t->index, 0); /* rebuilt on the next call */

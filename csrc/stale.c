@@ -33,12 +33,11 @@ void pg__forget_failures(pg_tape *t, uint32_t from)
 
 static int mark(pg_tape *t, uint32_t i, int state)
 {
-    if (i >= t->failed_cap) {
+    if (i >= t->failed_cap) { /* grown by a move, as the tape's arrays are (pg__grow) */
         uint32_t cap = t->cap > i ? t->cap : i + 1;
-        uint8_t *failed = pg__alloc(t, t->failed, cap);
-        if (!failed) return pg__fail(t, PG_ENOMEM, "out of memory marking a failed node");
-        memset(failed + t->failed_cap, 0, cap - t->failed_cap);
-        t->failed = failed;
+        if (pg__grow(t, (void **)&t->failed, 1, t->failed_cap, cap))
+            return pg__fail(t, PG_ENOMEM, "out of memory marking a failed node");
+        memset(t->failed + t->failed_cap, 0, cap - t->failed_cap);
         t->failed_cap = cap;
     }
     t->failed[i] = (uint8_t)state;
@@ -63,12 +62,11 @@ static int record(pg_tape *t, uint32_t i, const pg_sweep *s)
     if (s->status == PG_ECALLBACK && s->code < 0) return pg__sweep_failure(s);
     if (t->n_failures == t->cap_failures) {
         uint32_t want = t->cap_failures ? t->cap_failures * 2 : 8;
-        pg_failure *grown = pg__alloc(t, t->failures, (size_t)want * sizeof *grown);
-        if (!grown) return pg__fail(t, PG_ENOMEM, "out of memory recording a failed function");
-        t->failures = grown;
+        if (pg__grow(t, (void **)&t->failures, sizeof *t->failures, t->n_failures, want))
+            return pg__fail(t, PG_ENOMEM, "out of memory recording a failed function");
         t->cap_failures = want;
     }
-    int rc = mark(t, i, PG_FAILED_ROOT);
+    int rc = mark(t, i, PG_FAILED_NOW);
     if (rc) return rc;
     t->value[i] = NAN;
     t->failures[t->n_failures++] = (pg_failure){i, s->status, s->code};
@@ -106,9 +104,29 @@ static int forward_carefully(pg_tape *t, uint32_t from, uint32_t to)
 /* Brings nodes [0, end) up to date.  The fast loop runs while nothing has
    failed; from a failure on (and while failed nodes lie below, which later
    nodes may read) the careful one does. */
+/* The failures of an earlier call are plain marks now: a read retries them. */
+static void settle(pg_tape *t)
+{
+    for (uint32_t k = 0; k < t->n_failures; k++) {
+        uint32_t i = t->failures[k].node;
+        if (pg__is_failed(t, i)) t->failed[i] = PG_FAILED_ROOT;
+    }
+    t->n_failures = 0;
+}
+
+/* failed_lo and failed_hi moved in past nodes that hold their values again. */
+static void tighten(pg_tape *t)
+{
+    while (pg__has_failures(t) && !t->failed[t->failed_lo]) {
+        if (t->failed_lo == t->failed_hi) t->failed_lo = PG_NONE;
+        else t->failed_lo++;
+    }
+    while (pg__has_failures(t) && !t->failed[t->failed_hi]) t->failed_hi--;
+}
+
 int pg__eval_to(pg_tape *t, uint32_t end)
 {
-    t->n_failures = 0; /* an earlier call's failures are marks now: a read retries them */
+    settle(t);
     if (t->stale >= end) return PG_OK;
     pg_poll poll = {0, 0};
     while (t->stale < end) {
@@ -135,7 +153,7 @@ int pg__eval_to(pg_tape *t, uint32_t end)
 
 /* ---- reading a failed node ----------------------------------------------------- */
 
-/* Where the last evaluation recorded node i's failure, or PG_NONE. */
+/* Where this call recorded node i's failure (marked PG_FAILED_NOW). */
 static uint32_t failure_of(const pg_tape *t, uint32_t i)
 {
     for (uint32_t k = 0; k < t->n_failures; k++)
@@ -172,9 +190,8 @@ static int retry(pg_tape *t, uint32_t i)
     uint32_t first = PG_NONE; /* the lowest failure i depends on, in t->failures */
     for (uint32_t j = lo; j <= i && rc == PG_OK; j++) {
         if (!needed[j - lo]) continue;
-        uint32_t now = failure_of(t, j);
-        if (now != PG_NONE) {
-            if (first == PG_NONE) first = now;
+        if (t->failed[j] == PG_FAILED_NOW) { /* not called twice in one call */
+            if (first == PG_NONE) first = failure_of(t, j);
         } else if (operand_failed(t, j)) {
             t->failed[j] = PG_FAILED_OPERAND;
             t->value[j] = NAN;
@@ -185,6 +202,7 @@ static int retry(pg_tape *t, uint32_t i)
         }
     }
     pg__alloc(t, needed, 0);
+    tighten(t);
     if (rc) return rc;
     return pg__is_failed(t, i) ? report(t, first) : PG_OK;
 }

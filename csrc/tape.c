@@ -527,6 +527,11 @@ int pg_tape_after_fork(pg_tape *t)
     t->index = NULL;
     t->index_cap = t->index_count = t->indexed = 0;
     t->last_batch = NULL;
+    /* Values are all stale now, so no node is marked failed (stale.c). */
+    t->failed = NULL;
+    t->failures = NULL;
+    t->failed_cap = t->n_failures = t->cap_failures = 0;
+    t->failed_lo = PG_NONE;
     t->holder = (pthread_t){0};
     atomic_store_explicit(&t->interrupted, 0, memory_order_relaxed);
     atomic_store_explicit(&t->busy, 0, memory_order_release);

@@ -99,7 +99,8 @@ typedef struct pg_sweep {
 
 /* A failed node's state: it failed itself (a root: its function failed on
    good operands) or an operand of it had failed. */
-enum { PG_FAILED_NOT = 0, PG_FAILED_OPERAND = 1, PG_FAILED_ROOT = 2 };
+enum { PG_FAILED_NOT = 0, PG_FAILED_OPERAND = 1, PG_FAILED_ROOT = 2,
+       PG_FAILED_NOW = 3 /* a root that failed in this call: t->failures has it */ };
 #define PG_NONE UINT32_MAX
 
 typedef struct pg_failure {
