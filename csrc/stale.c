@@ -101,6 +101,17 @@ static int forward_carefully(pg_tape *t, uint32_t from, uint32_t to)
 
 /* ---- evaluation --------------------------------------------------------------- */
 
+/* The node of the calls-th function call of a forward loop from node
+   `from`: the one that failed, as the loop calls each CALL node once, in
+   order, and none after a failure.  (Found here, after the loop, so that
+   the hot loop need not carry the node into each call.) */
+static uint32_t failed_call(const pg_tape *t, uint32_t from, uint32_t to, uint32_t calls)
+{
+    for (uint32_t i = from; i < to; i++)
+        if (t->op[i] == PG_OP_CALL && --calls == 0) return i;
+    return to - 1; /* not reached: the loop made `calls` calls in [from, to) */
+}
+
 /* Brings nodes [0, end) up to date.  The fast loop runs while nothing has
    failed; from a failure on (and while failed nodes lie below, which later
    nodes may read) the careful one does. */
@@ -137,9 +148,12 @@ int pg__eval_to(pg_tape *t, uint32_t end)
         } else {
             pg_sweep s = {t, PG_OK, 0, 0, 0, 0};
             pg__forward(&s, t->value, from, to);
-            /* Nodes before s.node hold their values; the loop called no
-               function after the failure, so nothing runs twice. */
-            if (s.status && !(rc = record(t, s.node, &s))) rc = forward_carefully(t, s.node + 1, to);
+            if (s.status) {
+                /* Nodes before the failed one hold their values; the loop
+                   called no function after it, so nothing runs twice. */
+                uint32_t failed = failed_call(t, from, to, s.calls);
+                if (!(rc = record(t, failed, &s))) rc = forward_carefully(t, failed + 1, to);
+            }
         }
         if (rc) { /* out of memory, or asked to stop: these nodes stay stale */
             pg__forget_failures(t, from);
@@ -166,7 +180,7 @@ static int report(pg_tape *t, uint32_t k)
     if (k == PG_NONE) /* cannot happen: a failed node depends on a failed function */
         return pg__fail(t, PG_ECALLBACK, "a node depends on a failed function");
     const pg_failure *f = &t->failures[k];
-    pg_sweep s = {t, f->status, t->b[f->node], 0, f->code, f->node};
+    pg_sweep s = {t, f->status, t->b[f->node], 0, f->code, 0};
     return pg__sweep_failure(&s);
 }
 

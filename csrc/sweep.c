@@ -14,7 +14,7 @@
 #include <string.h>
 
 /* The op table's `call(order, x)` runs the user function in the aux index. */
-#define call(order, x) pg__call_at(s, i, ib, (order), (x))
+#define call(order, x) pg__call(s, ib, (order), (x))
 
 int pg__sweep_failure(const pg_sweep *s)
 {

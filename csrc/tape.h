@@ -93,8 +93,8 @@ typedef struct pg_sweep {
     int status;
     uint32_t fn;
     int order;
-    int code;      /* what a failing callback returned */
-    uint32_t node; /* where it failed, when the loop says (pg__call_at) */
+    int code;       /* what a failing callback returned */
+    uint32_t calls; /* user functions called so far, the failing one included */
 } pg_sweep;
 
 /* A failed node's state: it failed itself (a root: its function failed on
@@ -114,6 +114,7 @@ typedef struct pg_failure {
 static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
 {
     if (s->status) return NAN;
+    s->calls++;
     const pg_fnslot *slot = &s->t->fns[fn].order[order];
     if (slot->native) return slot->native(x);
     double out;
@@ -128,16 +129,6 @@ static inline double pg__call(pg_sweep *s, uint32_t fn, int order, double x)
 /* Scalar sweeps run in chunks of this many nodes, with a check for an
    interrupt between chunks. */
 #define PG_CHUNK (1u << 16)
-
-/* pg__call from the loop over nodes, which knows the node: a sweep's first
-   failure records where it happened. */
-static inline double pg__call_at(pg_sweep *s, uint32_t node, uint32_t fn, int order, double x)
-{
-    int ok_before = s->status == PG_OK;
-    double v = pg__call(s, fn, order, x);
-    if (ok_before && s->status) s->node = node;
-    return v;
-}
 
 /* The loops of sweep.c, on any value and grad arrays (batch.c gives each
    thread its own). */
